@@ -1,0 +1,15 @@
+// dagpt: a header-only library in which a GPT learns to execute arithmetic through a differentiable DAG
+// executor. This umbrella header includes every layer that exists so far.
+#pragma once
+
+#include "dagpt/core/device.hpp"
+#include "dagpt/core/error.hpp"
+#include "dagpt/core/format.hpp"
+#include "dagpt/core/random.hpp"
+#include "dagpt/core/shape.hpp"
+#include "dagpt/core/tensor.hpp"
+#include "dagpt/kernels/cpu/ops.hpp"
+#include "dagpt/autograd/var.hpp"
+#include "dagpt/autograd/function.hpp"
+#include "dagpt/autograd/ops.hpp"
+#include "dagpt/autograd/grad_check.hpp"
