@@ -46,7 +46,22 @@ struct VarImpl;
 template <typename T>
 class Node {
  public:
-  virtual ~Node() = default;
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Unlinks the graph iteratively: plain destructors would recurse once per node, and a long chain
+  // would overflow the stack.
+  virtual ~Node() {
+    std::vector<std::shared_ptr<VarImpl<T>>> stack = std::move(inputs);
+    while (!stack.empty()) {
+      std::shared_ptr<VarImpl<T>> v = std::move(stack.back());
+      stack.pop_back();
+      if (v && v.use_count() == 1 && v->grad_fn && v->grad_fn.use_count() == 1) {
+        for (auto& in : v->grad_fn->inputs) stack.push_back(std::move(in));
+        v->grad_fn->inputs.clear();
+      }
+    }
+  }
   virtual std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& grad_outputs) = 0;
   // Frees what was saved for backward (called after a backward without retain_graph).
   virtual void release() {}
