@@ -13,3 +13,4 @@
 #include "dagpt/autograd/function.hpp"
 #include "dagpt/autograd/ops.hpp"
 #include "dagpt/autograd/grad_check.hpp"
+#include "dagpt/expr/expr.hpp"
