@@ -322,3 +322,13 @@ TEST_CASE("generator: deterministic, disjoint streams, texts that parse to the t
   for (std::uint64_t i = 0; i < 4000; ++i) ++uc[static_cast<std::size_t>(generate(9, 0, i, ou).num_ops)];
   for (int k = 0; k < 4; ++k) CHECK(uc[static_cast<std::size_t>(k)] == Approx(1000).epsilon(0.15));
 }
+
+TEST_CASE("evaluator with binary literals: the exact value of the doubles", "[expr]") {
+  // 0.1 + 0.2 over the doubles 0.1 and 0.2 is exactly 0.3000000000000000166..., which rounds to the
+  // double 0.30000000000000004 (what double addition gives), not to 0.3.
+  CHECK(evaluate(parse("0.1 + 0.2"), Literals::binary).value == 0.1 + 0.2);
+  CHECK(evaluate(parse("0.1 + 0.2")).value == 0.3);
+  CHECK(evaluate(parse("1e300*1e-300"), Literals::binary).value == 1e300 * 1e-300);
+  CHECK(Rational::from_double(-0.375).to_double() == -0.375);
+  CHECK(Rational::from_double(5e-324).to_double() == 5e-324);
+}

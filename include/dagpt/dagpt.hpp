@@ -13,4 +13,5 @@
 #include "dagpt/autograd/function.hpp"
 #include "dagpt/autograd/ops.hpp"
 #include "dagpt/autograd/grad_check.hpp"
+#include "dagpt/dag/dag.hpp"
 #include "dagpt/expr/expr.hpp"

@@ -21,8 +21,13 @@ struct Value {
   explicit operator bool() const { return valid; }
 };
 
+// How literals enter the exact evaluation: as the decimals they were written as (the value of the
+// expression), or as the doubles they were rounded to (the value a double computation can reach at
+// best; for testing double arithmetic such as the DAG executor without the inputs' rounding).
+enum class Literals { decimal, binary };
+
 namespace detail {
-inline std::optional<Rational> exact(const Expr& e, NodeId id, std::string& reason) {
+inline std::optional<Rational> exact(const Expr& e, NodeId id, std::string& reason, Literals lit) {
   const auto kids = e.children(id);
   switch (e.op(id)) {
     case Op::Integer:
@@ -31,15 +36,15 @@ inline std::optional<Rational> exact(const Expr& e, NodeId id, std::string& reas
         reason = fmt::format("non-finite literal {} at offset {}", e.text(id), e.node(id).offset);
         return std::nullopt;
       }
-      return Rational::from_decimal(e.text(id));
+      return lit == Literals::decimal ? Rational::from_decimal(e.text(id)) : Rational::from_double(e.value(id));
     }
     case Op::Neg: {
-      auto v = exact(e, kids[0], reason);
+      auto v = exact(e, kids[0], reason, lit);
       if (!v) return v;
       return -*v;
     }
     case Op::Recip: {
-      auto v = exact(e, kids[0], reason);
+      auto v = exact(e, kids[0], reason, lit);
       if (!v) return v;
       if (v->is_zero()) {
         reason = fmt::format("division by zero at offset {}", e.node(id).offset);
@@ -51,10 +56,10 @@ inline std::optional<Rational> exact(const Expr& e, NodeId id, std::string& reas
     case Op::Mul:
     case Op::Sub:
     case Op::Div: {
-      auto acc = exact(e, kids[0], reason);
+      auto acc = exact(e, kids[0], reason, lit);
       if (!acc) return acc;
       for (std::size_t i = 1; i < kids.size(); ++i) {
-        auto v = exact(e, kids[i], reason);
+        auto v = exact(e, kids[i], reason, lit);
         if (!v) return v;
         switch (e.op(id)) {
           case Op::Add: *acc = *acc + *v; break;
@@ -76,9 +81,9 @@ inline std::optional<Rational> exact(const Expr& e, NodeId id, std::string& reas
 }  // namespace detail
 
 // The correctly rounded double value of a subtree, or invalid with a reason.
-inline Value evaluate(const Expr& e, NodeId id) {
+inline Value evaluate(const Expr& e, NodeId id, Literals lit = Literals::decimal) {
   Value r;
-  auto v = detail::exact(e, id, r.reason);
+  auto v = detail::exact(e, id, r.reason, lit);
   if (!v) return r;
   r.value = v->to_double();
   if (!std::isfinite(r.value)) {
@@ -88,9 +93,9 @@ inline Value evaluate(const Expr& e, NodeId id) {
   r.valid = true;
   return r;
 }
-inline Value evaluate(const Expr& e) {
+inline Value evaluate(const Expr& e, Literals lit = Literals::decimal) {
   if (e.empty()) return Value{false, 0, "empty expression"};
-  return evaluate(e, e.root());
+  return evaluate(e, e.root(), lit);
 }
 
 }  // namespace dagpt::expr

@@ -209,6 +209,24 @@ struct Rational {
     return r;
   }
 
+  // The exact value of a finite double (a dyadic fraction).
+  static Rational from_double(double v) {
+    Rational r;
+    if (v == 0 || !std::isfinite(v)) return r;
+    r.negative = v < 0;
+    int e = 0;
+    const double f = std::frexp(std::abs(v), &e);  // v = f * 2^e, f in [0.5, 1)
+    const auto mant = static_cast<std::uint64_t>(std::ldexp(f, 53));
+    const int shift = e - 53;
+    r.num = BigUInt(mant);
+    if (shift >= 0) {
+      r.num = r.num.shifted_left(shift);
+    } else {
+      r.den = BigUInt(1).shifted_left(-shift);
+    }
+    return r;
+  }
+
   friend Rational operator-(Rational a) {
     if (!a.is_zero()) a.negative = !a.negative;
     return a;

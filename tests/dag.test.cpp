@@ -1,0 +1,323 @@
+// dag/: plan encoding (REFERENCE 3.3-3.4 worked examples, both modes), decode, the executor against
+// finite differences and its composed twin, and the acceptance sweeps of REFERENCE 9.1.
+#include <catch2/catch.hpp>
+#include <dagpt/dagpt.hpp>
+
+#include <map>
+#include <set>
+
+using namespace dagpt;
+using dag::Layout;
+using dag::Semantics;
+using Catch::Matchers::Contains;
+
+namespace {
+expr::Expr normalized(std::string_view text, bool reference = false) {
+  return expr::normalize(expr::parse(text), {reference});
+}
+dag::DagPlan<double> plan_of(std::string_view text, bool reference = false, int d = 4) {
+  return dag::encode(normalized(text, reference), Layout::reference(d), {reference});
+}
+// Nonzero entries of row s of O, as {col: coef}.
+std::map<int, double> row(const dag::DagPlan<double>& p, int s) {
+  std::map<int, double> r;
+  for (int j = 0; j < p.nodes(); ++j) {
+    if (p.O.at({s, j}) != 0) r[j] = p.O.at({s, j});
+  }
+  return r;
+}
+double run(const dag::DagPlan<double>& p, Semantics sem) {
+  return dag::execute_values(p, sem).item();
+}
+using Row = std::map<int, double>;
+}  // namespace
+
+TEST_CASE("encode: the worked examples E1-E5 of REFERENCE 3.4, both modes", "[dag]") {
+  for (bool ref : {false, true}) {
+    const Semantics sem = ref ? Semantics::reference : Semantics::exact;
+    INFO("reference mode " << ref);
+    auto e1 = plan_of("2.5*3.0 + 1.0", ref);
+    CHECK(e1.V_mag.to_vector() == std::vector<double>{2.5, 3.0, 1.0, 0, 0, 0, 0, 0});
+    CHECK(row(e1, 0) == Row{{0, 1}, {1, 1}});
+    CHECK(row(e1, 1) == Row{{2, 1}, {4, 1}});
+    CHECK(row(e1, 2) == Row{{5, 1}});
+    CHECK(row(e1, 3) == Row{{5, 1}});
+    CHECK(e1.G.to_vector() == std::vector<double>{0, 1, 1, 1});
+    CHECK(run(e1, sem) == Approx(8.5).epsilon(1e-12));
+
+    auto e2 = plan_of("10.0 - 2.0*3.0", ref);
+    CHECK(e2.V_mag.to_vector() == std::vector<double>{10, 2, 3, 0, 0, 0, 0, 0});
+    CHECK(row(e2, 0) == Row{{1, 1}, {2, 1}});
+    CHECK(row(e2, 1) == Row{{0, 1}, {4, -1}});
+    CHECK(e2.G.to_vector() == std::vector<double>{0, 1, 1, 1});
+    CHECK(run(e2, sem) == Approx(4.0).epsilon(1e-12));
+
+    auto e3 = plan_of("7.5/(2.5*3.0)", ref);
+    CHECK(row(e3, 1) == Row{{0, 1}, {4, -1}});
+    CHECK(e3.G.to_vector() == std::vector<double>{0, 0, 1, 1});
+    CHECK(run(e3, sem) == Approx(1.0).epsilon(1e-12));
+
+    auto e4 = plan_of("-4.0*(1.5 - 2.0*3.0)", ref);
+    CHECK(e4.V_mag.to_vector() == std::vector<double>{4, 1.5, 2, 3, 0, 0, 0, 0});
+    CHECK(e4.V_sign.to_vector() == std::vector<double>{-1, 1, 1, 1, 1, 1, 1, 1});
+    CHECK(row(e4, 0) == Row{{2, 1}, {3, 1}});
+    CHECK(row(e4, 1) == Row{{1, 1}, {4, -1}});
+    CHECK(row(e4, 2) == Row{{0, 1}, {5, 1}});
+    CHECK(row(e4, 3) == Row{{6, 1}});
+    CHECK(e4.G.to_vector() == std::vector<double>{0, 1, 0, 1});
+    CHECK(run(e4, sem) == Approx(18.0).epsilon(1e-12));
+
+    auto e5 = plan_of("2.0*2.0 + 2.0", ref);  // duplicates: one slot referenced, coefficient 2
+    CHECK(e5.V_mag.to_vector() == std::vector<double>{2, 2, 2, 0, 0, 0, 0, 0});
+    CHECK(row(e5, 0) == Row{{0, 2}});
+    CHECK(row(e5, 1) == Row{{0, 1}, {4, 1}});
+    CHECK(e5.G.to_vector() == std::vector<double>{0, 1, 1, 1});
+    CHECK(run(e5, sem) == Approx(6.0).epsilon(1e-12));
+
+    // short cases
+    auto n = plan_of("-5.3", ref);
+    CHECK(n.V_sign.at({0}) == -1);
+    for (int s = 0; s < 4; ++s) CHECK(row(n, s) == Row{{0, 1}});
+    CHECK(n.G.to_vector() == std::vector<double>{1, 1, 1, 1});
+    CHECK(run(n, sem) == Approx(-5.3).epsilon(1e-12));
+    auto s3 = plan_of("5.0 - 3", ref);
+    CHECK(row(s3, 0) == Row{{0, 1}, {1, -1}});
+    CHECK(row(s3, 1) == Row{{4, 1}});
+    CHECK(run(s3, sem) == Approx(2.0).epsilon(1e-12));
+    auto d1 = plan_of("-3301.3/522", ref);
+    CHECK(row(d1, 0) == Row{{0, 1}, {1, -1}});
+    CHECK(d1.G.at({0}) == 0);
+    CHECK(run(d1, sem) == Approx(-3301.3 / 522).epsilon(1e-12));
+    auto i1 = plan_of("1/(2.0*3.0)", ref);
+    CHECK(i1.V_mag.to_vector()[0] == 1.0);
+    CHECK(row(i1, 0) == Row{{1, 1}, {2, 1}});
+    CHECK(row(i1, 1) == Row{{0, 1}, {4, -1}});
+    CHECK(i1.G.to_vector() == std::vector<double>{0, 0, 1, 1});
+    CHECK_THROWS_WITH(plan_of("1.0 + 2.0 + 3.0 + 4.0 + 5.0", ref), Contains("expression has 5 numbers; depth 4 allows 4"));
+  }
+  // reference mode collapses literal-only steps: 8.0/2.0 is the single number 4.0
+  auto c = plan_of("8.0/2.0", true);
+  CHECK(c.V_mag.at({0}) == 4.0);
+  CHECK(row(c, 0) == Row{{0, 1}});
+  CHECK(row(plan_of("8.0/2.0"), 0) == Row{{0, 1}, {1, -1}});  // default: one real step
+  CHECK_THROWS_WITH(plan_of("((1*2)*(3*4))*((1+2)*(3+4))*1", false, 4),
+                    Contains("depth 4 allows 4"));
+  CHECK_THROWS_WITH(dag::encode(normalized("1+2+3*4"), Layout{1, 4}), Contains("expression needs 2 operations; depth 1 allows 1"));
+}
+
+TEST_CASE("the reference's known wrong results, and the default fixes", "[dag]") {
+  // -2.0*-2.0: duplicate negative operand with coefficient 2
+  auto ref = plan_of("-2.0*-2.0", true);
+  CHECK(ref.V_sign.at({0}) == -1);
+  CHECK(row(ref, 0) == Row{{0, 2}});
+  CHECK(run(ref, Semantics::reference) == Approx(-4.0));  // the reference's sign trick: wrong
+  CHECK(run(ref, Semantics::exact) == 4.0);               // exact parity of the coefficient
+  // top-level Neg(Integer): Mul(-1, 3) normalizes to Neg(3)
+  const auto tree = expr::normalize(expr::parse("-1*3"));
+  REQUIRE(expr::to_debug(tree) == "Neg(3)");
+  auto r = dag::encode(tree, Layout::reference(4), {true});
+  CHECK(r.V_mag.to_vector()[1] == 3);  // two slots: +3 and -3
+  CHECK(r.V_sign.to_vector()[1] == -1);
+  CHECK(run(r, Semantics::reference) == Approx(3.0));  // sign lost, as the reference
+  auto f = dag::encode(tree, Layout::reference(4));
+  CHECK(f.V_sign.to_vector()[0] == -1);  // one negative literal
+  CHECK(f.V_mag.to_vector()[1] == 0);
+  CHECK(run(f, Semantics::exact) == -3.0);
+  // tiny results are not shrunk by tanh
+  CHECK(run(plan_of("1.00001 - 1"), Semantics::exact) == Approx(1e-5).epsilon(1e-10));
+  CHECK(std::abs(run(plan_of("1.00001 - 1", true), Semantics::reference) - 1e-5) > 1e-6);
+  // x - x is exactly zero; a product with it too
+  CHECK(run(plan_of("(2.5 - 2.5)*3.0"), Semantics::exact) == 0.0);
+  // HEAD's upper clamp instead of inf
+  CHECK(run(plan_of("99999.0*99999.0*99999.0*99999.0*99999.0*99999.0*99999.0", false, 8), Semantics::exact) == 1e28);
+}
+
+TEST_CASE("HEAD layout: d+1 initial slots", "[dag]") {
+  auto p = dag::encode(normalized("1.0 + 2.0 + 3.0 + 4.0 + 5.0"), Layout::head(4));
+  CHECK(p.nodes() == 9);
+  CHECK(row(p, 0) == Row{{0, 1}, {1, 1}, {2, 1}, {3, 1}, {4, 1}});
+  CHECK(row(p, 3) == Row{{5, 1}});
+  CHECK(run(p, Semantics::exact) == 15.0);
+  CHECK(expr::evaluate(dag::decode(p)).value == 15.0);
+}
+
+TEST_CASE("decode: readable trees whose value is the expression's", "[dag]") {
+  CHECK(expr::to_text(dag::decode(plan_of("2.5*3.0 + 1.0"))) == "1 + 2.5*3");  // operands in slot order
+  CHECK(expr::to_text(dag::decode(plan_of("10.0 - 2.0*3.0"))) == "10 - 2*3");
+  CHECK(expr::to_text(dag::decode(plan_of("7.5/(2.5*3.0)"))) == "7.5/(2.5*3)");
+  CHECK(expr::to_text(dag::decode(plan_of("2.0*2.0 + 2.0"))) == "2 + 2*2");
+  CHECK(expr::to_text(dag::decode(plan_of("-5.3"))) == "-5.3");
+  CHECK(expr::to_text(dag::decode(plan_of("-(2.5 + 1)"))) == "-(2.5 + 1)");
+}
+
+TEST_CASE("decode(encode(e)) has the value of e on 100,000 generated expressions", "[dag][slow]") {
+  expr::GeneratorOptions o;
+  int checked = 0;
+  for (std::uint64_t i = 0; i < 100000; ++i) {
+    o.depth = 2 + static_cast<int>(i % 5);  // depths 2..6
+    o.max_digits = 1 + static_cast<int>(i % 6);
+    o.max_decimal_places = static_cast<int>(i % 7);
+    const auto g = expr::generate(7, 0, i, o);
+    const auto parsed = expr::parse(g.text);
+    const auto v = expr::evaluate(parsed);
+    if (!v.valid) continue;
+    const auto plan = dag::encode(expr::normalize(parsed), Layout::reference(o.depth));
+    const auto back = expr::evaluate(dag::decode(plan));
+    INFO(g.text << " -> " << expr::to_text(dag::decode(plan)));
+    REQUIRE(back.valid);
+    REQUIRE(back.value == v.value);
+    ++checked;
+  }
+  CHECK(checked > 99000);
+}
+
+namespace {
+// Random plans in the region where both semantics are smooth (see the executor's header).
+std::vector<Tensor<double>> random_plan(Generator& gen, Shape batch, int d, bool reference) {
+  const int n = 2 * d;
+  auto with = [&](std::initializer_list<std::int64_t> tail) {
+    Shape s = batch;
+    for (auto v : tail) s.push_back(v);
+    return s;
+  };
+  auto sgn = [&](Shape s) {
+    return where(gt(Tensor<double>::rand(s, gen), 0.5), Tensor<double>::scalar(1.0), Tensor<double>::scalar(-1.0));
+  };
+  Tensor<double> mag = Tensor<double>::rand(with({n}), gen, 0.5, 3.0);
+  Tensor<double> sign = mul(sgn(with({n})), Tensor<double>::rand(with({n}), gen, 0.5, 1.0));
+  Tensor<double> o = mul(sgn(with({d, n})), Tensor<double>::rand(with({d, n}), gen, reference ? 0.05 : 0.1, reference ? 0.4 : 0.9));
+  Tensor<double> g = Tensor<double>::rand(with({d}), gen, 0.05, 0.95);
+  return {mag, sign, o, g};
+}
+}  // namespace
+
+TEST_CASE("executor gradients match finite differences, both semantics", "[dag]") {
+  Generator gen(31, 0);
+  for (Semantics sem : {Semantics::exact, Semantics::reference}) {
+    for (int d : {1, 2, 4}) {
+      INFO("depth " << d << " reference " << (sem == Semantics::reference));
+      const auto in = random_plan(gen, {3}, d, sem == Semantics::reference);
+      const auto r = grad_check(
+          [sem](const std::vector<Var<double>>& v) { return dag::execute(v[0], v[1], v[2], v[3], sem); }, in,
+          {1e-6, 1e-5, 1e-7});
+      INFO(r.report);
+      CHECK(r.ok);
+    }
+  }
+}
+
+TEST_CASE("the fused executor equals its composed twin: values and every gradient", "[dag]") {
+  Generator gen(5, 0);
+  for (Semantics sem : {Semantics::exact, Semantics::reference}) {
+    for (int d : {1, 3, 6}) {
+      INFO("depth " << d << " reference " << (sem == Semantics::reference));
+      const auto in = random_plan(gen, {4, 5}, d, sem == Semantics::reference);
+      std::vector<Var<double>> a;
+      std::vector<Var<double>> b;
+      for (const auto& t : in) {
+        a.emplace_back(t.clone(), true);
+        b.emplace_back(t.clone(), true);
+      }
+      const auto ya = dag::execute(a[0], a[1], a[2], a[3], sem);
+      const auto yb = dag::execute_composed(b[0], b[1], b[2], b[3], sem);
+      REQUIRE(ya.shape() == Shape{4, 5});
+      CHECK(max(abs(ya.value() - yb.value())).item() <= 1e-12 * std::max(1.0, max(abs(yb.value())).item()));
+      const auto w = Tensor<double>::rand({4, 5}, gen, 0.5, 1.5);
+      ya.backward(w);
+      yb.backward(w);
+      for (std::size_t k = 0; k < 4; ++k) {
+        INFO("input " << k);
+        const double scale = std::max(1.0, max(abs(b[k].grad())).item());
+        CHECK(max(abs(a[k].grad() - b[k].grad())).item() <= 1e-10 * scale);
+      }
+      // intermediate slots and masked O entries get no gradient
+      CHECK(max(abs(a[0].grad().narrow(-1, d, d))).item() == 0.0);
+      CHECK(max(abs(a[2].grad().select(-2, 0).narrow(-1, d, d))).item() == 0.0);
+    }
+  }
+}
+
+TEST_CASE("execute: float plans, shape errors", "[dag]") {
+  auto p = plan_of("-4.0*(1.5 - 2.0*3.0)").to<float>();
+  CHECK(dag::execute_values(p).item() == 18.0F);
+  Var<float> m(p.V_mag), s(p.V_sign), o(p.O), g(p.G);
+  CHECK(dag::execute(m, s, o, g).item() == 18.0F);
+  CHECK_THROWS_WITH(dag::execute_values(dag::DagPlan<double>{Tensor<double>::zeros({2, 8}), Tensor<double>::zeros({2, 8}),
+                                                             Tensor<double>::zeros({2, 4, 7}), Tensor<double>::zeros({2, 4})}),
+                    Contains("O has shape [2, 4, 7], expected [2, 4, 8]"));
+  const auto z = dag::DagPlan<double>::zeros({2, 3}, Layout::reference(4));
+  CHECK(dag::execute_values(z).to_vector() == std::vector<double>(6, 0.0));  // the zero plan executes to 0
+}
+
+namespace {
+struct SweepResult {
+  int expressions = 0;
+  int failures = 0;
+  double worst = 0;          // relative error against the criterion's value
+  int decimal_outside = 0;   // exact mode: beyond 1e-12 of the decimal value (the inputs' rounding)
+  double worst_decimal = 0;
+  std::string example;
+};
+// Every distinct valid prefix (at every character boundary) of the generated texts.
+SweepResult sweep(int depth, int digits, Semantics sem) {
+  const bool ref = sem == Semantics::reference;
+  expr::GeneratorOptions o;
+  o.depth = depth;
+  o.max_digits = digits;
+  o.max_decimal_places = digits;
+  std::set<std::string> seen;
+  SweepResult r;
+  for (std::uint64_t seed = 0; seed < 1000; ++seed) {
+    const auto g = expr::generate(seed, expr::kTrainStream, 0, o);
+    std::vector<std::size_t> ends;
+    for (std::size_t e = 1; e <= g.text.size(); ++e) ends.push_back(e);
+    for (const auto& p : expr::prefixes_at(g.text, ends)) {
+      if (!p.valid || !seen.insert(p.parsed).second) continue;
+      const auto plan = dag::encode(expr::normalize(p.expr, {ref}), Layout::reference(depth), {ref});
+      const double got = dag::execute_values(plan, sem).item();
+      // Exact mode is held to 1e-12 of the exact value of its double inputs: a double plan cannot
+      // carry the decimals, and under cancellation their rounding alone can exceed 1e-12 (counted).
+      const double want = ref ? p.value : expr::evaluate(p.expr, expr::Literals::binary).value;
+      const double err = std::abs(got - want);
+      const double rel = want == 0 ? err : err / std::abs(want);
+      const bool ok = ref ? (err < 1e-3 || rel < 1e-3) : rel <= 1e-12;
+      if (!ref) {
+        const double dec = p.value == 0 ? std::abs(got) : std::abs(got - p.value) / std::abs(p.value);
+        r.worst_decimal = std::max(r.worst_decimal, dec);
+        r.decimal_outside += dec > 1e-12 ? 1 : 0;
+      }
+      r.worst = std::max(r.worst, rel);
+      ++r.expressions;
+      if (!ok) {
+        ++r.failures;
+        if (r.example.empty()) r.example = fmt::format("{} = {} but executed {}", p.parsed, p.value, got);
+      }
+    }
+  }
+  return r;
+}
+}  // namespace
+
+TEST_CASE("acceptance sweep: depth 6, 6/6 digits, 1000 seeds, every valid prefix", "[dag][sweep]") {
+  const auto exact = sweep(6, 6, Semantics::exact);
+  INFO(exact.example);
+  WARN("exact: " << exact.expressions << " expressions, worst relative error " << exact.worst
+                 << " (vs the decimal value: worst " << exact.worst_decimal << ", " << exact.decimal_outside
+                 << " beyond 1e-12)");
+  CHECK(exact.expressions > 15000);
+  CHECK(exact.failures == 0);
+  const auto ref = sweep(6, 6, Semantics::reference);
+  INFO(ref.example);
+  WARN("reference: " << ref.expressions << " expressions, " << ref.failures << " outside 1e-3");
+  CHECK(ref.failures == 0);
+}
+
+TEST_CASE("acceptance sweep: depth 4, 4/4 digits", "[dag][sweep]") {
+  const auto exact = sweep(4, 4, Semantics::exact);
+  INFO(exact.example);
+  CHECK(exact.expressions > 10000);
+  CHECK(exact.failures == 0);
+  const auto ref = sweep(4, 4, Semantics::reference);
+  INFO(ref.example);
+  CHECK(ref.failures == 0);
+}
