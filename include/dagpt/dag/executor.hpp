@@ -108,64 +108,69 @@ inline DD dd_div(DD x, DD y) {
 }
 inline DD dd_scale(DD x, double o) { return dd_mul(x, DD{o, 0}); }
 
-// Per-step quantities of the exact semantics that the backward pass needs.
-struct ExactStep {
-  double rl, sigma, mag, lin;
-  bool zero_factor;  // a zero operand with o > 0: the product is exactly 0
-};
+// What the exact backward pass reads from its forward pass, per DAG: the log magnitude and the value
+// of every node, and the (clamped) product magnitude of every step. With these the backward pass
+// recomputes the rest without a single exp or log.
+inline int exact_workspace(int d, int n) { return 2 * n + d; }
 
-// Node state of the exact semantics: signed value (double-double), magnitude, sign, log magnitude.
-struct ExactNodes {
-  std::array<DD, kMaxNodes> v;
-  std::array<double, kMaxNodes> m, s, lm;
-};
+// A small integer coefficient (every encoded plan has only these): its product is taken by
+// multiplication, in double-double.
+inline bool small_integer(double o) { return o == std::nearbyint(o) && std::abs(o) <= 16; }
 
 template <typename T>
-double exact_forward(int d, int n_init, const DagView<T>& in, ExactNodes& nd, ExactStep* steps) {
+double exact_forward(int d, int n_init, const DagView<T>& in, double* ws) {
   const int n = n_init + d;
+  std::array<DD, kMaxNodes> v;
+  std::array<double, kMaxNodes> m;
+  std::array<double, kMaxNodes> s;
+  std::array<double, kMaxNodes> lm;
+  auto set_node = [&](int j, DD val, double mag, double sign) {
+    v[j] = val;
+    m[j] = mag;
+    s[j] = sign;
+    lm[j] = mag > 0 ? std::log(mag) : 0.0;
+  };
   for (int j = 0; j < n_init; ++j) {
-    nd.m[j] = static_cast<double>(in.vmag[j]);
-    nd.s[j] = static_cast<double>(in.vsign[j]);
-    nd.v[j] = DD{nd.s[j] * nd.m[j], 0};
-    nd.lm[j] = nd.m[j] > 0 ? std::log(nd.m[j]) : 0.0;
+    const double mag = static_cast<double>(in.vmag[j]);
+    const double sign = static_cast<double>(in.vsign[j]);
+    set_node(j, DD{sign * mag, 0}, mag, sign);
   }
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const T* row = in.o + static_cast<std::ptrdiff_t>(st) * n;
-    // With small integer coefficients (every encoded plan) the product is taken by multiplication and
-    // one division, not through exp(sum o ln m), which would lose |R| ulps.
-    DD rl;
+    bool integral = true;
+    for (int j = 0; j < na && integral; ++j) {
+      const double o = static_cast<double>(row[j]);
+      integral = o == 0 || small_integer(o);
+    }
     double rlog = 0;
     double sigma = 1;
-    DD num{1, 0};
-    DD den{1, 0};
-    bool integral = true;
     bool zero_num = false;
     bool zero_den = false;
+    DD rl;
+    DD num{1, 0};
+    DD den{1, 0};
     for (int j = 0; j < na; ++j) {
       const double o = static_cast<double>(row[j]);
       if (o == 0) continue;
-      rl = dd_add(rl, dd_scale(nd.v[j], o));
-      if (nd.m[j] > 0) {
-        rlog += o * nd.lm[j];
+      if (m[j] > 0) {
+        rlog += o * lm[j];
       } else if (o > 0) {
         zero_num = true;
       } else {
         zero_den = true;
       }
-      if (integral && o == std::nearbyint(o) && std::abs(o) <= 16) {
-        const DD mag = nd.v[j].hi < 0 ? DD{-nd.v[j].hi, -nd.v[j].lo} : nd.v[j];
-        for (int k = 0; k < static_cast<int>(std::abs(o)); ++k) (o > 0 ? num : den) = dd_mul(o > 0 ? num : den, mag);
-      } else {
-        integral = false;
+      if (integral) {  // exact path: double-double sums and products
+        rl = dd_add(rl, dd_scale(v[j], o));
+        const DD mag = v[j].hi < 0 ? DD{-v[j].hi, -v[j].lo} : v[j];
+        const int k = static_cast<int>(std::abs(o));
+        for (int r = 0; r < k; ++r) (o > 0 ? num : den) = dd_mul(o > 0 ? num : den, mag);
+        if (k % 2 == 1) sigma *= s[j];
+      } else {  // fast path (predictions): plain double
+        rl.hi += o * v[j].hi;
+        sigma *= 1 + (s[j] - 1) * parity_weight(o);
       }
-      sigma *= 1 + (nd.s[j] - 1) * parity_weight(o);
     }
-    ExactStep& sp = steps[st];
-    sp.rl = rl.hi;
-    sp.sigma = sigma;
-    sp.zero_factor = zero_num;
-    sp.lin = std::clamp(rl.hi, -kMagMax, kMagMax);
     DD mag;
     if (zero_num) {
       mag = DD{0, 0};
@@ -177,30 +182,40 @@ double exact_forward(int d, int n_init, const DagView<T>& in, ExactNodes& nd, Ex
     } else {
       mag = DD{std::exp(rlog), 0};
     }
-    sp.mag = mag.hi;
+    const double lin = std::clamp(rl.hi, -kMagMax, kMagMax);
     const double gate = static_cast<double>(in.g[st]);
     DD val;
     if (gate == 1) {
-      val = sp.lin == rl.hi ? rl : DD{sp.lin, 0};
-    } else if (gate == 0) {
-      val = sigma == 1 ? mag : (sigma == -1 ? DD{-mag.hi, -mag.lo} : DD{sigma * mag.hi, 0});
+      val = lin == rl.hi ? rl : DD{lin, 0};
+    } else if (gate == 0 && (sigma == 1 || sigma == -1)) {
+      val = sigma == 1 ? mag : DD{-mag.hi, -mag.lo};
     } else {
-      val = DD{gate * sp.lin + (1 - gate) * sigma * sp.mag, 0};
+      val = DD{gate * lin + (1 - gate) * sigma * mag.hi, 0};
     }
-    nd.v[na] = val;
-    nd.m[na] = std::abs(val.hi);
-    nd.s[na] = val.hi > 0 ? 1.0 : (val.hi < 0 ? -1.0 : 0.0);
-    nd.lm[na] = nd.m[na] > 0 ? std::log(nd.m[na]) : 0.0;
+    set_node(na, val, std::abs(val.hi), val.hi > 0 ? 1.0 : (val.hi < 0 ? -1.0 : 0.0));
+    if (ws != nullptr) ws[2 * n + st] = mag.hi;
   }
-  return nd.v[n - 1].hi + nd.v[n - 1].lo;
+  if (ws != nullptr) {
+    for (int j = 0; j < n; ++j) {
+      ws[j] = lm[j];
+      ws[n + j] = v[j].hi;
+    }
+  }
+  return v[n - 1].hi + v[n - 1].lo;
 }
 
 template <typename T>
-void exact_backward(int d, int n_init, const DagView<T>& in, double gout, const DagGrad<T>& out) {
+void exact_backward(int d, int n_init, const DagView<T>& in, const double* ws, double gout, const DagGrad<T>& out) {
   const int n = n_init + d;
-  ExactNodes nd;
-  std::array<ExactStep, kMaxDepth> steps;
-  exact_forward(d, n_init, in, nd, steps.data());
+  const double* lm = ws;
+  const double* vh = ws + n;
+  const double* magv = ws + 2 * n;
+  std::array<double, kMaxNodes> m;
+  std::array<double, kMaxNodes> s;
+  for (int j = 0; j < n; ++j) {
+    m[j] = j < n_init ? static_cast<double>(in.vmag[j]) : std::abs(vh[j]);
+    s[j] = j < n_init ? static_cast<double>(in.vsign[j]) : (vh[j] > 0 ? 1.0 : (vh[j] < 0 ? -1.0 : 0.0));
+  }
   std::array<double, kMaxNodes> dv{};  // through linear use (and the value itself)
   std::array<double, kMaxNodes> dm{};  // through the log magnitude
   std::array<double, kMaxNodes> ds{};  // through the log sign (initial slots only)
@@ -209,50 +224,49 @@ void exact_backward(int d, int n_init, const DagView<T>& in, double gout, const 
   dv[n - 1] = gout;
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
-    const ExactStep& sp = steps[st];
-    // the total gradient of this step's value: direct uses plus its magnitude's uses
-    const double dval = dv[na] + dm[na] * nd.s[na];
-    const double gate = static_cast<double>(in.g[st]);
-    if (out.g) out.g[st] = static_cast<T>(dval * (sp.lin - sp.sigma * sp.mag));
-    const double drl = std::abs(sp.rl) < kMagMax ? dval * gate : 0.0;
-    const double dsigma = dval * (1 - gate) * sp.mag;
-    const bool mag_live = !sp.zero_factor && sp.mag < kMagMax;
-    const double drlog = mag_live ? dval * (1 - gate) * sp.sigma * sp.mag : 0.0;
     const T* row = in.o + static_cast<std::ptrdiff_t>(st) * n;
-    T* grow = out.o ? out.o + static_cast<std::ptrdiff_t>(st) * n : nullptr;
-    // products of the sign factors except one (prefix * suffix: exact with zero factors)
+    double rl = 0;
+    bool zero_num = false;
     suffix[na] = 1;
     for (int j = na - 1; j >= 0; --j) {
       const double o = static_cast<double>(row[j]);
-      f[j] = o == 0 ? 1.0 : 1 + (nd.s[j] - 1) * parity_weight(o);
+      rl += o * vh[j];
+      zero_num = zero_num || (o > 0 && m[j] == 0);
+      f[j] = o == 0 ? 1.0 : 1 + (s[j] - 1) * parity_weight(o);
       suffix[j] = suffix[j + 1] * f[j];
     }
+    const double sigma = suffix[0];
+    const double mag = magv[st];
+    const double lin = std::clamp(rl, -kMagMax, kMagMax);
+    // the total gradient of this step's value: direct uses plus its magnitude's uses
+    const double dval = dv[na] + dm[na] * s[na];
+    const double gate = static_cast<double>(in.g[st]);
+    if (out.g) out.g[st] = static_cast<T>(dval * (lin - sigma * mag));
+    const double drl = std::abs(rl) < kMagMax ? dval * gate : 0.0;
+    const double dsigma = dval * (1 - gate) * mag;
+    const bool mag_live = !zero_num && mag < kMagMax;
+    const double drlog = mag_live ? dval * (1 - gate) * sigma * mag : 0.0;
+    T* grow = out.o ? out.o + static_cast<std::ptrdiff_t>(st) * n : nullptr;
     double prefix = 1;
     for (int j = 0; j < na; ++j) {
       const double o = static_cast<double>(row[j]);
+      double dO = drl * vh[j];
+      if (m[j] > 0) dO += drlog * lm[j];
       if (o != 0) {
         const double df = dsigma * prefix * suffix[j + 1];
-        double dO = drl * nd.v[j].hi + df * (nd.s[j] - 1) * parity_weight_grad(o);
+        dO += df * (s[j] - 1) * parity_weight_grad(o);
         dv[j] += drl * o;
         ds[j] += df * parity_weight(o);
-        if (nd.m[j] > 0) {
-          dO += drlog * nd.lm[j];
-          dm[j] += drlog * o / nd.m[j];
-        }
-        if (grow) grow[j] = static_cast<T>(dO);
-      } else if (grow) {
-        // at o = 0 the linear and log terms still have a derivative in o
-        double dO = drl * nd.v[j].hi;
-        if (nd.m[j] > 0) dO += drlog * nd.lm[j];
-        grow[j] = static_cast<T>(dO);
+        if (m[j] > 0) dm[j] += drlog * o / m[j];
       }
+      if (grow) grow[j] = static_cast<T>(dO);
       prefix *= f[j];
     }
   }
   for (int j = 0; j < n_init; ++j) {
     // x = S*M; m = M; the sign factor reads S
-    if (out.vmag) out.vmag[j] = static_cast<T>(dv[j] * nd.s[j] + dm[j]);
-    if (out.vsign) out.vsign[j] = static_cast<T>(dv[j] * nd.m[j] + ds[j]);
+    if (out.vmag) out.vmag[j] = static_cast<T>(dv[j] * s[j] + dm[j]);
+    if (out.vsign) out.vsign[j] = static_cast<T>(dv[j] * m[j] + ds[j]);
   }
 }
 
@@ -361,8 +375,10 @@ DagView<T> view_at(const DagPlan<T>& p, std::int64_t i, int d, int n) {
 }  // namespace detail
 
 // Runs plans without recording a graph: the value of each plan, shape = the plans' batch shape.
+// `workspace`, when given and defined ([count, 2N + d] doubles), receives what the exact backward needs.
 template <typename T>
-Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::exact) {
+Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::exact,
+                         Tensor<double>* workspace = nullptr) {
   plan_in.check("execute");
   const DagPlan<T> p{plan_in.V_mag.contiguous(), plan_in.V_sign.contiguous(), plan_in.O.contiguous(),
                      plan_in.G.contiguous()};
@@ -372,15 +388,15 @@ Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::e
   Tensor<T> out = Tensor<T>::empty(p.batch_shape());
   T* o = out.data();
   const std::int64_t count = p.count();
+  double* w = workspace != nullptr && workspace->defined() ? workspace->data() : nullptr;
+  const int wn = detail::exact_workspace(d, n);
   parallel_for(count, count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
-    detail::ExactNodes nd;
-    std::array<detail::ExactStep, kMaxDepth> steps;
     std::array<double, detail::kMaxNodes> M;
     std::array<double, detail::kMaxNodes> S;
     std::array<detail::RefStep, kMaxDepth> rsteps;
     for (std::int64_t i = b; i < e; ++i) {
       const auto v = detail::view_at(p, i, d, n);
-      o[i] = static_cast<T>(sem == Semantics::exact ? detail::exact_forward(d, n - d, v, nd, steps.data())
+      o[i] = static_cast<T>(sem == Semantics::exact ? detail::exact_forward(d, n - d, v, w ? w + i * wn : nullptr)
                                                     : detail::reference_forward(d, n - d, v, M, S, rsteps.data()));
     }
   });
@@ -395,8 +411,13 @@ class Executor : public Function<T> {
 
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     DagPlan<T> p{in[0].contiguous(), in[1].contiguous(), in[2].contiguous(), in[3].contiguous()};
-    Tensor<T> out = execute_values(p, sem_);
-    this->save_for_backward({p.V_mag, p.V_sign, p.O, p.G});
+    bool any = false;
+    for (std::size_t k = 0; k < 4; ++k) any = any || this->needs_input_grad(k);
+    if (any && sem_ == Semantics::exact) {
+      workspace_ = Tensor<double>::empty({p.count(), detail::exact_workspace(p.depth(), p.nodes())});
+    }
+    Tensor<T> out = execute_values(p, sem_, &workspace_);
+    if (any) this->save_for_backward({p.V_mag, p.V_sign, p.O, p.G});
     return {out};
   }
 
@@ -419,7 +440,7 @@ class Executor : public Function<T> {
                                     ptr(2) ? ptr(2) + i * d * n : nullptr, ptr(3) ? ptr(3) + i * d : nullptr};
         const double go = static_cast<double>(g.data()[i]);
         if (sem_ == Semantics::exact) {
-          detail::exact_backward(d, n - d, v, go, gr);
+          detail::exact_backward(d, n - d, v, workspace_.data() + i * detail::exact_workspace(d, n), go, gr);
         } else {
           detail::reference_backward(d, n - d, v, go, gr);
         }
@@ -429,9 +450,14 @@ class Executor : public Function<T> {
   }
 
   std::string name() const override { return sem_ == Semantics::exact ? "DagExecutor" : "DagExecutor(reference)"; }
+  void release() override {
+    Function<T>::release();
+    workspace_ = Tensor<double>();
+  }
 
  private:
   Semantics sem_;
+  Tensor<double> workspace_;  // exact semantics: per-DAG values saved by forward for backward
 };
 
 // The differentiable value of every plan: V_mag, V_sign [..., N], O [..., d, N], G [..., d] -> [...].
