@@ -1,14 +1,13 @@
 // autograd/: every differentiable op against finite differences (grad_check, double), broadcasting in
 // both directions, reductions over every axis, the engine's accumulation and modes, the Function API.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <dagpt/dagpt.hpp>
 
-#include <cmath>
-
+using Catch::Matchers::Contains;
 using dagpt::Shape;
 using dagpt::Tensor;
 using dagpt::Var;
-using Catch::Matchers::Contains;
 using V = std::vector<Var<double>>;
 
 namespace {
@@ -18,7 +17,9 @@ dagpt::Generator& gen() {
 }
 Tensor<double> randn(const Shape& s) { return Tensor<double>::randn(s, gen()); }
 // Values in [lo, hi): keeps log/sqrt/div inputs away from their singular points.
-Tensor<double> uniform(const Shape& s, double lo, double hi) { return Tensor<double>::rand(s, gen(), lo, hi); }
+Tensor<double> uniform(const Shape& s, double lo, double hi) {
+  return Tensor<double>::rand(s, gen(), lo, hi);
+}
 
 void check(const std::function<Var<double>(const V&)>& f, const std::vector<Tensor<double>>& inputs) {
   const auto r = dagpt::grad_check(f, inputs);
@@ -29,8 +30,8 @@ void check(const std::function<Var<double>(const V&)>& f, const std::vector<Tens
 }  // namespace
 
 TEST_CASE("grad_check: binary ops with broadcasting in both directions", "[autograd]") {
-  const std::vector<std::pair<Shape, Shape>> shapes = {
-      {{3, 4}, {3, 4}}, {{3, 4}, {4}}, {{4}, {3, 4}}, {{3, 1}, {1, 4}}, {{2, 1, 3}, {4, 1}}, {{}, {2, 3}}};
+  const std::vector<std::pair<Shape, Shape>> shapes = {{{3, 4}, {3, 4}}, {{3, 4}, {4}},       {{4}, {3, 4}},
+                                                       {{3, 1}, {1, 4}}, {{2, 1, 3}, {4, 1}}, {{}, {2, 3}}};
   for (const auto& [sa, sb] : shapes) {
     INFO(sa.str() << " with " << sb.str());
     check([](const V& v) { return v[0] + v[1]; }, {randn(sa), randn(sb)});
@@ -96,7 +97,8 @@ TEST_CASE("grad_check: matmul, batched and broadcast", "[autograd]") {
   check([](const V& v) { return dagpt::matmul(v[0], v[1]); }, {randn({3, 4}), randn({4, 2})});
   check([](const V& v) { return dagpt::matmul(v[0], v[1]); }, {randn({2, 3, 4}), randn({4, 5})});
   check([](const V& v) { return dagpt::matmul(v[0], v[1]); }, {randn({3, 4}), randn({2, 4, 5})});
-  check([](const V& v) { return dagpt::matmul(v[0], v[1].transpose(-1, -2)); }, {randn({2, 1, 3, 4}), randn({3, 5, 4})});
+  check([](const V& v) { return dagpt::matmul(v[0], v[1].transpose(-1, -2)); },
+        {randn({2, 1, 3, 4}), randn({3, 5, 4})});
 }
 
 TEST_CASE("grad_check: softmax, log_softmax", "[autograd]") {
@@ -112,7 +114,11 @@ TEST_CASE("grad_check: indexing ops", "[autograd]") {
   check([sel](const V& v) { return dagpt::index_select(v[0], 0, sel); }, {randn({3, 4})});
   check([sel](const V& v) { return dagpt::index_select(v[0], 1, sel); }, {randn({2, 3, 5})});
   check([idx](const V& v) { return dagpt::scatter_add(v[0], 1, idx, v[1]); }, {randn({3, 4}), randn({3, 2})});
-  check([](const V& v) { return dagpt::concat<double>({v[0], v[1], v[0]}, 1); }, {randn({2, 3}), randn({2, 1})});
+  check(
+      [](const V& v) {
+        return dagpt::concat<double>({v[0], v[1], v[0]}, 1);
+      },
+      {randn({2, 3}), randn({2, 1})});
   check([](const V& v) { return dagpt::stack<double>({v[0], v[1]}, 1); }, {randn({2, 3}), randn({2, 3})});
 }
 

@@ -1,13 +1,12 @@
 // core/: Shape, Tensor views and factories, the Philox generator, printing and errors.
 #include <catch2/catch.hpp>
-#include <dagpt/dagpt.hpp>
-
 #include <cmath>
+#include <dagpt/dagpt.hpp>
 #include <numeric>
 
+using Catch::Matchers::Contains;
 using dagpt::Shape;
 using dagpt::Tensor;
-using Catch::Matchers::Contains;
 
 TEST_CASE("Shape: numel, strides, broadcasting and limits", "[core]") {
   const Shape s{2, 3, 4};
@@ -124,9 +123,11 @@ TEST_CASE("Tensor reshape and view", "[core]") {
 TEST_CASE("Philox 4x32-10 matches the Random123 known-answer vectors", "[core][random]") {
   auto r = dagpt::philox4x32({0, 0, 0, 0}, {0, 0});
   CHECK(r == std::array<std::uint32_t, 4>{0x6627e8d5U, 0xe169c58dU, 0xbc57ac4cU, 0x9b00dbd8U});
-  auto r2 = dagpt::philox4x32({0xffffffffU, 0xffffffffU, 0xffffffffU, 0xffffffffU}, {0xffffffffU, 0xffffffffU});
+  auto r2 =
+      dagpt::philox4x32({0xffffffffU, 0xffffffffU, 0xffffffffU, 0xffffffffU}, {0xffffffffU, 0xffffffffU});
   CHECK(r2 == std::array<std::uint32_t, 4>{0x408f276dU, 0x41c83b0eU, 0xa20bc7c6U, 0x6d5451fdU});
-  auto r3 = dagpt::philox4x32({0x243f6a88U, 0x85a308d3U, 0x13198a2eU, 0x03707344U}, {0xa4093822U, 0x299f31d0U});
+  auto r3 =
+      dagpt::philox4x32({0x243f6a88U, 0x85a308d3U, 0x13198a2eU, 0x03707344U}, {0xa4093822U, 0x299f31d0U});
   CHECK(r3 == std::array<std::uint32_t, 4>{0xd16cfe09U, 0x94fdccebU, 0x5001e420U, 0x24126ea1U});
 }
 
@@ -173,7 +174,8 @@ TEST_CASE("Printing through fmt shows dtype, device, shape and values", "[core]"
 
 TEST_CASE("Devices: CUDA is an error in a CPU-only build, never a silent fallback", "[core]") {
   CHECK_THROWS_AS(Tensor<float>::zeros({2}, dagpt::Device::cuda(0)), dagpt::DeviceError);
-  CHECK_THROWS_WITH(Tensor<float>::zeros({2}).to(dagpt::Device::cuda(1)), Contains("cpu") && Contains("cuda:1"));
+  CHECK_THROWS_WITH(Tensor<float>::zeros({2}).to(dagpt::Device::cuda(1)),
+                    Contains("cpu") && Contains("cuda:1"));
   CHECK(Tensor<float>::zeros({2}).device() == dagpt::Device::cpu());
   // Every dagpt exception derives from dagpt::Error.
   CHECK_THROWS_AS(Tensor<float>::zeros({2}).to(dagpt::Device::cuda(0)), dagpt::Error);

@@ -2,14 +2,13 @@
 // finite differences and its composed twin, and the acceptance sweeps of REFERENCE 9.1.
 #include <catch2/catch.hpp>
 #include <dagpt/dagpt.hpp>
-
 #include <map>
 #include <set>
 
 using namespace dagpt;
+using Catch::Matchers::Contains;
 using dag::Layout;
 using dag::Semantics;
-using Catch::Matchers::Contains;
 
 namespace {
 expr::Expr normalized(std::string_view text, bool reference = false) {
@@ -26,9 +25,7 @@ std::map<int, double> row(const dag::DagPlan<double>& p, int s) {
   }
   return r;
 }
-double run(const dag::DagPlan<double>& p, Semantics sem) {
-  return dag::execute_values(p, sem).item();
-}
+double run(const dag::DagPlan<double>& p, Semantics sem) { return dag::execute_values(p, sem).item(); }
 using Row = std::map<int, double>;
 }  // namespace
 
@@ -93,16 +90,17 @@ TEST_CASE("encode: the worked examples E1-E5 of REFERENCE 3.4, both modes", "[da
     CHECK(row(i1, 0) == Row{{1, 1}, {2, 1}});
     CHECK(row(i1, 1) == Row{{0, 1}, {4, -1}});
     CHECK(i1.G.to_vector() == std::vector<double>{0, 0, 1, 1});
-    CHECK_THROWS_WITH(plan_of("1.0 + 2.0 + 3.0 + 4.0 + 5.0", ref), Contains("expression has 5 numbers; depth 4 allows 4"));
+    CHECK_THROWS_WITH(plan_of("1.0 + 2.0 + 3.0 + 4.0 + 5.0", ref),
+                      Contains("expression has 5 numbers; depth 4 allows 4"));
   }
   // reference mode collapses literal-only steps: 8.0/2.0 is the single number 4.0
   auto c = plan_of("8.0/2.0", true);
   CHECK(c.V_mag.at({0}) == 4.0);
   CHECK(row(c, 0) == Row{{0, 1}});
   CHECK(row(plan_of("8.0/2.0"), 0) == Row{{0, 1}, {1, -1}});  // default: one real step
-  CHECK_THROWS_WITH(plan_of("((1*2)*(3*4))*((1+2)*(3+4))*1", false, 4),
-                    Contains("depth 4 allows 4"));
-  CHECK_THROWS_WITH(dag::encode(normalized("1+2+3*4"), Layout{1, 4}), Contains("expression needs 2 operations; depth 1 allows 1"));
+  CHECK_THROWS_WITH(plan_of("((1*2)*(3*4))*((1+2)*(3+4))*1", false, 4), Contains("depth 4 allows 4"));
+  CHECK_THROWS_WITH(dag::encode(normalized("1+2+3*4"), Layout{1, 4}),
+                    Contains("expression needs 2 operations; depth 1 allows 1"));
 }
 
 TEST_CASE("the reference's known wrong results, and the default fixes", "[dag]") {
@@ -129,7 +127,8 @@ TEST_CASE("the reference's known wrong results, and the default fixes", "[dag]")
   // x - x is exactly zero; a product with it too
   CHECK(run(plan_of("(2.5 - 2.5)*3.0"), Semantics::exact) == 0.0);
   // HEAD's upper clamp instead of inf
-  CHECK(run(plan_of("99999.0*99999.0*99999.0*99999.0*99999.0*99999.0*99999.0", false, 8), Semantics::exact) == 1e28);
+  CHECK(run(plan_of("99999.0*99999.0*99999.0*99999.0*99999.0*99999.0*99999.0", false, 8), Semantics::exact) ==
+        1e28);
 }
 
 TEST_CASE("HEAD layout: d+1 initial slots", "[dag]") {
@@ -181,11 +180,13 @@ std::vector<Tensor<double>> random_plan(Generator& gen, Shape batch, int d, bool
     return s;
   };
   auto sgn = [&](Shape s) {
-    return where(gt(Tensor<double>::rand(s, gen), 0.5), Tensor<double>::scalar(1.0), Tensor<double>::scalar(-1.0));
+    return where(gt(Tensor<double>::rand(s, gen), 0.5), Tensor<double>::scalar(1.0),
+                 Tensor<double>::scalar(-1.0));
   };
   Tensor<double> mag = Tensor<double>::rand(with({n}), gen, 0.5, 3.0);
   Tensor<double> sign = mul(sgn(with({n})), Tensor<double>::rand(with({n}), gen, 0.5, 1.0));
-  Tensor<double> o = mul(sgn(with({d, n})), Tensor<double>::rand(with({d, n}), gen, reference ? 0.05 : 0.1, reference ? 0.4 : 0.9));
+  Tensor<double> o = mul(sgn(with({d, n})), Tensor<double>::rand(with({d, n}), gen, reference ? 0.05 : 0.1,
+                                                                 reference ? 0.4 : 0.9));
   Tensor<double> g = Tensor<double>::rand(with({d}), gen, 0.05, 0.95);
   return {mag, sign, o, g};
 }
@@ -242,8 +243,9 @@ TEST_CASE("execute: float plans, shape errors", "[dag]") {
   CHECK(dag::execute_values(p).item() == 18.0F);
   Var<float> m(p.V_mag), s(p.V_sign), o(p.O), g(p.G);
   CHECK(dag::execute(m, s, o, g).item() == 18.0F);
-  CHECK_THROWS_WITH(dag::execute_values(dag::DagPlan<double>{Tensor<double>::zeros({2, 8}), Tensor<double>::zeros({2, 8}),
-                                                             Tensor<double>::zeros({2, 4, 7}), Tensor<double>::zeros({2, 4})}),
+  CHECK_THROWS_WITH(dag::execute_values(dag::DagPlan<double>{
+                        Tensor<double>::zeros({2, 8}), Tensor<double>::zeros({2, 8}),
+                        Tensor<double>::zeros({2, 4, 7}), Tensor<double>::zeros({2, 4})}),
                     Contains("O has shape [2, 4, 7], expected [2, 4, 8]"));
   const auto z = dag::DagPlan<double>::zeros({2, 3}, Layout::reference(4));
   CHECK(dag::execute_values(z).to_vector() == std::vector<double>(6, 0.0));  // the zero plan executes to 0
@@ -253,8 +255,8 @@ namespace {
 struct SweepResult {
   int expressions = 0;
   int failures = 0;
-  double worst = 0;          // relative error against the criterion's value
-  int decimal_outside = 0;   // exact mode: beyond 1e-12 of the decimal value (the inputs' rounding)
+  double worst = 0;         // relative error against the criterion's value
+  int decimal_outside = 0;  // exact mode: beyond 1e-12 of the decimal value (the inputs' rounding)
   double worst_decimal = 0;
   std::string example;
 };

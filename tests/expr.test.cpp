@@ -1,10 +1,9 @@
 // expr/: parser (SymPy tree shapes, errors), normalizer (both modes), printer round trips, the exact
 // evaluator.
 #include <catch2/catch.hpp>
-#include <dagpt/expr/expr.hpp>
-
 #include <cmath>
 #include <cstring>
+#include <dagpt/expr/expr.hpp>
 #include <random>
 
 using namespace dagpt::expr;
@@ -69,7 +68,8 @@ TEST_CASE("parser: errors name the offset, what was found and what was expected"
     FAIL("no ParseError for '" << s << "'");
     return std::make_pair(std::size_t{0}, std::string());
   };
-  CHECK(err("1 + *2") == std::make_pair(std::size_t{4}, std::string("expected a number or '(' at offset 4, found '*'")));
+  CHECK(err("1 + *2") ==
+        std::make_pair(std::size_t{4}, std::string("expected a number or '(' at offset 4, found '*'")));
   CHECK(err("").second == "expected a number or '(' at offset 0, found end of input");
   CHECK(err("   ").first == 3);
   CHECK(err("1 +").second == "expected a number or '(' at offset 3, found end of input");
@@ -122,7 +122,8 @@ TEST_CASE("normalizer, reference mode: all-Float Sub, Div and Neg collapse", "[e
   CHECK(norm_ref("1.5/(2.0 - 3.0)") == "-1.5");
   CHECK(norm_ref("3.34 - 5") == "Sub(3.34, 5)");  // Integers do not trigger it
   CHECK(norm_ref("-(2.0)") == "-2.0");
-  CHECK(norm_ref("-5.3 + 85.0*(3.34 - 5145.0)") == "Add(-5.3, Mul(85.0, -5141.66))");  // 3.34-5145.0 is -5141.66 exactly in double
+  CHECK(norm_ref("-5.3 + 85.0*(3.34 - 5145.0)") ==
+        "Add(-5.3, Mul(85.0, -5141.66))");  // 3.34-5145.0 is -5141.66 exactly in double
   CHECK(norm_ref("-5.3 + 85.0*(3.34 - 5)") == "Add(-5.3, Mul(85.0, Sub(3.34, 5)))");
   CHECK(norm_ref("10.0 - 2.0*3.0") == "Sub(10.0, Mul(2.0, 3.0))");
   CHECK(norm_ref("1.0 - 2.0") == "-1.0");
@@ -130,11 +131,20 @@ TEST_CASE("normalizer, reference mode: all-Float Sub, Div and Neg collapse", "[e
 }
 
 TEST_CASE("printer: deterministic text that parses back to the same tree", "[expr]") {
-  const std::vector<std::string> texts = {
-      "-5.3 + 85.0*(3.34 - 5145.0)", "3.34 + (--1993.298 + 5145.0)", "5145.0/-1993.298",
-      "-1993.298/(9795.86 + (-98.83 - 2588.0))", "9795.86/((-98.83/2588.0))", "-98.83 - 2588.0*637.18",
-      "-88.857/((-88.77*34.0)) - 9.56", "--88.77/(34.0/-8.4863) - 88.857", "1 - (2 - 3)", "-(1+2)*-(3)",
-      "1/(2)", "2*3/4/(5*6)", "1e-3 - .5", "-1*x"};
+  const std::vector<std::string> texts = {"-5.3 + 85.0*(3.34 - 5145.0)",
+                                          "3.34 + (--1993.298 + 5145.0)",
+                                          "5145.0/-1993.298",
+                                          "-1993.298/(9795.86 + (-98.83 - 2588.0))",
+                                          "9795.86/((-98.83/2588.0))",
+                                          "-98.83 - 2588.0*637.18",
+                                          "-88.857/((-88.77*34.0)) - 9.56",
+                                          "--88.77/(34.0/-8.4863) - 88.857",
+                                          "1 - (2 - 3)",
+                                          "-(1+2)*-(3)",
+                                          "1/(2)",
+                                          "2*3/4/(5*6)",
+                                          "1e-3 - .5",
+                                          "-1*x"};
   for (const auto& s : texts) {
     if (s == "-1*x") continue;
     const Expr t = parse(s);
@@ -182,7 +192,7 @@ TEST_CASE("evaluator: exact, correctly rounded, invalid on division by zero", "[
   CHECK(value("1/3") == 1.0 / 3.0);
   CHECK(value("-4.0*(1.5 - 2.0*3.0)") == 18.0);
   CHECK(value("-5.3 + 85.0*(3.34 - 5145.0)") == -437046.4);
-  CHECK(value("1e-300/1e300") == 0.0);  // underflows to zero: still finite
+  CHECK(value("1e-300/1e300") == 0.0);                              // underflows to zero: still finite
   CHECK(value("3/1e308*1e-20") == std::strtod("3e-328", nullptr));  // subnormal, correctly rounded
   CHECK(value("123456789012345678901234567890") == 123456789012345678901234567890.0);
   const Value z = evaluate(parse("1.0/(2.0 - 2.0)"));
@@ -242,7 +252,7 @@ TEST_CASE("repair: every input/output pair of REFERENCE 4.4", "[expr]") {
 TEST_CASE("prefixes at token boundaries: validity of REFERENCE 3.5's example", "[expr]") {
   // The 19 GPT-2 tokens of seed 42's text, as byte offsets of their ends.
   const std::string text = "-5.3 + 85.0*(3.34 - 5145.0)";
-  const std::vector<std::string> toks = {"-", "5", ".", "3", " +", " 85", ".", "0", "*", "(",
+  const std::vector<std::string> toks = {"-", "5", ".",  "3",  " +", " 85", ".", "0", "*", "(",
                                          "3", ".", "34", " -", " 5", "145", ".", "0", ")"};
   std::vector<std::size_t> ends;
   std::size_t at = 0;
@@ -306,7 +316,8 @@ TEST_CASE("generator: deterministic, disjoint streams, texts that parse to the t
     prev_numbers = numbers;
   }
   // weights 1:2:3:4:5:6 over 0..5 operations
-  for (int k = 0; k < 6; ++k) CHECK(op_counts[static_cast<std::size_t>(k)] == Approx(3000.0 * (k + 1) / 21).epsilon(0.2));
+  for (int k = 0; k < 6; ++k)
+    CHECK(op_counts[static_cast<std::size_t>(k)] == Approx(3000.0 * (k + 1) / 21).epsilon(0.2));
   CHECK(shared_neighbours < 5);  // the reference shares num_ops numbers between neighbours
   // seed 0 is as deterministic as any other
   CHECK(generate(0, 0, 0, o).text == generate(0, 0, 0, o).text);

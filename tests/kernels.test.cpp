@@ -1,13 +1,12 @@
 // kernels/cpu/: values of every op against plain loops, broadcasting, strided inputs, threading, errors.
 #include <catch2/catch.hpp>
-#include <dagpt/dagpt.hpp>
-
 #include <cmath>
+#include <dagpt/dagpt.hpp>
 #include <limits>
 
+using Catch::Matchers::Contains;
 using dagpt::Shape;
 using dagpt::Tensor;
-using Catch::Matchers::Contains;
 
 namespace {
 dagpt::Generator& gen() {
@@ -40,14 +39,16 @@ template <typename T>
 T at_broadcast(const Tensor<T>& t, const std::vector<std::int64_t>& idx) {
   std::vector<std::int64_t> j(static_cast<std::size_t>(t.dim()));
   const std::size_t lead = idx.size() - static_cast<std::size_t>(t.dim());
-  for (int d = 0; d < t.dim(); ++d) j[static_cast<std::size_t>(d)] = t.shape()[d] == 1 ? 0 : idx[lead + static_cast<std::size_t>(d)];
+  for (int d = 0; d < t.dim(); ++d)
+    j[static_cast<std::size_t>(d)] = t.shape()[d] == 1 ? 0 : idx[lead + static_cast<std::size_t>(d)];
   return at(t, j);
 }
 }  // namespace
 
 TEST_CASE("binary ops broadcast like NumPy, in both directions", "[kernels]") {
-  const std::vector<std::pair<Shape, Shape>> cases = {
-      {{3, 4}, {3, 4}}, {{3, 4}, {4}}, {{4}, {3, 4}}, {{3, 1}, {1, 4}}, {{2, 1, 4}, {3, 1}}, {{}, {2, 3}}, {{2, 3}, {}}};
+  const std::vector<std::pair<Shape, Shape>> cases = {{{3, 4}, {3, 4}}, {{3, 4}, {4}},       {{4}, {3, 4}},
+                                                      {{3, 1}, {1, 4}}, {{2, 1, 4}, {3, 1}}, {{}, {2, 3}},
+                                                      {{2, 3}, {}}};
   for (const auto& [sa, sb] : cases) {
     const auto a = randn(sa);
     const auto b = dagpt::add(randn(sb), 3.0);  // away from 0 for div
@@ -74,7 +75,8 @@ TEST_CASE("elementwise ops on non-contiguous inputs", "[kernels]") {
   const auto a = randn({5, 7}).t();  // [7,5], strided
   const auto b = randn({7, 5});
   const auto c = a * b;
-  for_each_index(c.shape(), [&](const std::vector<std::int64_t>& i) { CHECK(at(c, i) == at(a, i) * at(b, i)); });
+  for_each_index(c.shape(),
+                 [&](const std::vector<std::int64_t>& i) { CHECK(at(c, i) == at(a, i) * at(b, i)); });
   const auto e = dagpt::exp(a.narrow(0, 1, 3));
   CHECK(e.at({2, 4}) == std::exp(a.at({3, 4})));
 }
@@ -234,7 +236,8 @@ TEST_CASE("matmul equals the naive product, for every layout and batch broadcast
   REQUIRE(C.shape() == Shape{2, 5, 4, 6});
   for (std::int64_t i = 0; i < 2; ++i) {
     for (std::int64_t j = 0; j < 5; ++j) {
-      CHECK(close(C.select(0, i).select(0, j).contiguous(), naive(A.select(0, i).select(0, 0), B.select(0, j))));
+      CHECK(close(C.select(0, i).select(0, j).contiguous(),
+                  naive(A.select(0, i).select(0, 0), B.select(0, j))));
     }
   }
   // many small products (threaded over the batch) at the attention shape

@@ -2,16 +2,16 @@
 // executor. This umbrella header includes every layer that exists so far.
 #pragma once
 
+#include "dagpt/autograd/function.hpp"
+#include "dagpt/autograd/grad_check.hpp"
+#include "dagpt/autograd/ops.hpp"
+#include "dagpt/autograd/var.hpp"
 #include "dagpt/core/device.hpp"
 #include "dagpt/core/error.hpp"
 #include "dagpt/core/format.hpp"
 #include "dagpt/core/random.hpp"
 #include "dagpt/core/shape.hpp"
 #include "dagpt/core/tensor.hpp"
-#include "dagpt/kernels/cpu/ops.hpp"
-#include "dagpt/autograd/var.hpp"
-#include "dagpt/autograd/function.hpp"
-#include "dagpt/autograd/ops.hpp"
-#include "dagpt/autograd/grad_check.hpp"
 #include "dagpt/dag/dag.hpp"
 #include "dagpt/expr/expr.hpp"
+#include "dagpt/kernels/cpu/ops.hpp"

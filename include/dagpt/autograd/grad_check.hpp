@@ -13,8 +13,8 @@
 namespace dagpt {
 
 struct GradCheckOptions {
-  double eps = 1e-6;    // finite-difference step
-  double rtol = 1e-5;   // |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|)
+  double eps = 1e-6;   // finite-difference step
+  double rtol = 1e-5;  // |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|)
   double atol = 1e-7;
   std::uint64_t seed = 1234;  // for the output projection weights
   int max_reports = 8;        // mismatches listed in the report
@@ -29,7 +29,8 @@ struct GradCheckResult {
 
 // Checks d f / d inputs for every element of every input. f must be deterministic.
 inline GradCheckResult grad_check(const std::function<Var<double>(const std::vector<Var<double>>&)>& f,
-                                  const std::vector<Tensor<double>>& inputs, const GradCheckOptions& opt = {}) {
+                                  const std::vector<Tensor<double>>& inputs,
+                                  const GradCheckOptions& opt = {}) {
   GradCheckResult res;
   std::vector<Tensor<double>> xs;
   for (const auto& x : inputs) xs.push_back(x.clone());
@@ -57,8 +58,8 @@ inline GradCheckResult grad_check(const std::function<Var<double>(const std::vec
   y.backward(w);
 
   for (std::size_t k = 0; k < xs.size(); ++k) {
-    const Tensor<double> analytic = vars[k].grad().defined() ? vars[k].grad().contiguous()
-                                                               : Tensor<double>::zeros(xs[k].shape());
+    const Tensor<double> analytic =
+        vars[k].grad().defined() ? vars[k].grad().contiguous() : Tensor<double>::zeros(xs[k].shape());
     double* p = xs[k].data();
     for (std::int64_t i = 0; i < xs[k].numel(); ++i) {
       const double orig = p[i];
@@ -73,9 +74,10 @@ inline GradCheckResult grad_check(const std::function<Var<double>(const std::vec
       res.max_abs_error = std::max(res.max_abs_error, err);
       ++res.checked;
       if (!(err <= opt.atol + opt.rtol * std::max(std::abs(a), std::abs(numeric)))) {
-        if (res.ok || static_cast<int>(std::count(res.report.begin(), res.report.end(), '\n')) < opt.max_reports) {
-          res.report += fmt::format("input {} element {}: analytic {:.10g}, numeric {:.10g}, error {:.3g}\n", k, i, a,
-                                    numeric, err);
+        if (res.ok ||
+            static_cast<int>(std::count(res.report.begin(), res.report.end(), '\n')) < opt.max_reports) {
+          res.report += fmt::format("input {} element {}: analytic {:.10g}, numeric {:.10g}, error {:.3g}\n",
+                                    k, i, a, numeric, err);
         }
         res.ok = false;
       }

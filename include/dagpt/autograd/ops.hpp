@@ -19,19 +19,21 @@ using Grads = std::vector<Tensor<T>>;
 // ---- binary arithmetic (broadcasting) ------------------------------------------------------------
 template <typename T>
 Var<T> add(const Var<T>& a, const Var<T>& b) {
-  return make_op<T>("add", add(a.value(), b.value()), {a, b},
-                    [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
-                      return {n.needs_input_grad(0) ? sum_to(g, sa) : Tensor<T>(),
-                              n.needs_input_grad(1) ? sum_to(g, sb) : Tensor<T>()};
-                    });
+  return make_op<T>(
+      "add", add(a.value(), b.value()), {a, b},
+      [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
+        return {n.needs_input_grad(0) ? sum_to(g, sa) : Tensor<T>(),
+                n.needs_input_grad(1) ? sum_to(g, sb) : Tensor<T>()};
+      });
 }
 template <typename T>
 Var<T> sub(const Var<T>& a, const Var<T>& b) {
-  return make_op<T>("sub", sub(a.value(), b.value()), {a, b},
-                    [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
-                      return {n.needs_input_grad(0) ? sum_to(g, sa) : Tensor<T>(),
-                              n.needs_input_grad(1) ? sum_to(neg(g), sb) : Tensor<T>()};
-                    });
+  return make_op<T>(
+      "sub", sub(a.value(), b.value()), {a, b},
+      [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
+        return {n.needs_input_grad(0) ? sum_to(g, sa) : Tensor<T>(),
+                n.needs_input_grad(1) ? sum_to(neg(g), sb) : Tensor<T>()};
+      });
 }
 template <typename T>
 Var<T> mul(const Var<T>& a, const Var<T>& b) {
@@ -49,7 +51,8 @@ Var<T> div(const Var<T>& a, const Var<T>& b) {
                       Tensor<T> gb;
                       if (n.needs_input_grad(0)) ga = sum_to(div(g, y), x.shape());
                       if (n.needs_input_grad(1)) {
-                        gb = sum_to(zip(mul(g, x), y, [](T u, T v) { return -u / (v * v); }, "div_backward"),
+                        gb = sum_to(zip(
+                                        mul(g, x), y, [](T u, T v) { return -u / (v * v); }, "div_backward"),
                                     y.shape());
                       }
                       return {ga, gb};
@@ -80,9 +83,10 @@ Var<T> rsub(detail::nondeduced_t<T> s, const Var<T>& a) {  // s - a
 template <typename T>
 Var<T> rdiv(detail::nondeduced_t<T> s, const Var<T>& a) {  // s / a
   Tensor<T> y = div(s, a.value());
-  return make_op<T>("rdiv_scalar", y, {a}, [x = a.value(), y](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {neg(div(mul(g, y), x))};
-  });
+  return make_op<T>("rdiv_scalar", y, {a},
+                    [x = a.value(), y](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      return {neg(div(mul(g, y), x))};
+                    });
 }
 
 // ---- unary ---------------------------------------------------------------------------------------
@@ -94,89 +98,102 @@ Var<T> neg(const Var<T>& a) {
 template <typename T>
 Var<T> exp(const Var<T>& a) {
   Tensor<T> y = exp(a.value());
-  return make_op<T>("exp", y, {a}, [y](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {mul(g, y)}; });
+  return make_op<T>("exp", y, {a},
+                    [y](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {mul(g, y)}; });
 }
 template <typename T>
 Var<T> log(const Var<T>& a) {
-  return make_op<T>("log", log(a.value()), {a},
-                    [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {div(g, x)}; });
+  return make_op<T>(
+      "log", log(a.value()), {a},
+      [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {div(g, x)}; });
 }
 template <typename T>
 Var<T> tanh(const Var<T>& a) {
   Tensor<T> y = tanh(a.value());
   return make_op<T>("tanh", y, {a}, [y](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {zip(g, y, [](T gv, T yv) { return gv * (T(1) - yv * yv); }, "tanh_backward")};
+    return {zip(
+        g, y, [](T gv, T yv) { return gv * (T(1) - yv * yv); }, "tanh_backward")};
   });
 }
 template <typename T>
 Var<T> sigmoid(const Var<T>& a) {
   Tensor<T> y = sigmoid(a.value());
   return make_op<T>("sigmoid", y, {a}, [y](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {zip(g, y, [](T gv, T yv) { return gv * yv * (T(1) - yv); }, "sigmoid_backward")};
+    return {zip(
+        g, y, [](T gv, T yv) { return gv * yv * (T(1) - yv); }, "sigmoid_backward")};
   });
 }
 // d|x|/dx = sign(x) (0 at 0, as PyTorch).
 template <typename T>
 Var<T> abs(const Var<T>& a) {
-  return make_op<T>("abs", abs(a.value()), {a}, [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {mul(g, sign(x))};
-  });
+  return make_op<T>(
+      "abs", abs(a.value()), {a},
+      [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {mul(g, sign(x))}; });
 }
 // Piecewise constant: its gradient is zero everywhere it exists.
 template <typename T>
 Var<T> sign(const Var<T>& a) {
-  return make_op<T>("sign", sign(a.value()), {a}, [s = a.shape()](const Tensor<T>&, const Node<T>&) -> detail::Grads<T> {
-    return {Tensor<T>::zeros(s)};
-  });
+  return make_op<T>("sign", sign(a.value()), {a},
+                    [s = a.shape()](const Tensor<T>&, const Node<T>&) -> detail::Grads<T> {
+                      return {Tensor<T>::zeros(s)};
+                    });
 }
 template <typename T>
 Var<T> square(const Var<T>& a) {
-  return make_op<T>("square", square(a.value()), {a}, [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {zip(g, x, [](T gv, T xv) { return T(2) * gv * xv; }, "square_backward")};
-  });
+  return make_op<T>("square", square(a.value()), {a},
+                    [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      return {zip(
+                          g, x, [](T gv, T xv) { return T(2) * gv * xv; }, "square_backward")};
+                    });
 }
 template <typename T>
 Var<T> sqrt(const Var<T>& a) {
   Tensor<T> y = sqrt(a.value());
   return make_op<T>("sqrt", y, {a}, [y](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {zip(g, y, [](T gv, T yv) { return gv / (T(2) * yv); }, "sqrt_backward")};
+    return {zip(
+        g, y, [](T gv, T yv) { return gv / (T(2) * yv); }, "sqrt_backward")};
   });
 }
 template <typename T>
 Var<T> pow(const Var<T>& a, detail::nondeduced_t<T> p) {
-  return make_op<T>("pow", pow(a.value(), p), {a}, [x = a.value(), p](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {zip(g, x, [p](T gv, T xv) { return gv * p * static_cast<T>(std::pow(xv, p - T(1))); }, "pow_backward")};
-  });
+  return make_op<T>("pow", pow(a.value(), p), {a},
+                    [x = a.value(), p](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      return {zip(
+                          g, x, [p](T gv, T xv) { return gv * p * static_cast<T>(std::pow(xv, p - T(1))); },
+                          "pow_backward")};
+                    });
 }
 // The gradient passes where lo <= x <= hi (as PyTorch).
 template <typename T>
 Var<T> clamp(const Var<T>& a, detail::nondeduced_t<T> lo, detail::nondeduced_t<T> hi) {
-  return make_op<T>("clamp", clamp(a.value(), lo, hi), {a},
-                    [x = a.value(), lo, hi](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-                      return {zip(g, x, [lo, hi](T gv, T xv) { return xv >= lo && xv <= hi ? gv : T(0); },
-                                  "clamp_backward")};
-                    });
+  return make_op<T>(
+      "clamp", clamp(a.value(), lo, hi), {a},
+      [x = a.value(), lo, hi](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+        return {zip(
+            g, x, [lo, hi](T gv, T xv) { return xv >= lo && xv <= hi ? gv : T(0); }, "clamp_backward")};
+      });
 }
 // cond ? a : b; cond (nonzero = true) is a constant.
 template <typename T>
 Var<T> where(const Tensor<T>& cond, const Var<T>& a, const Var<T>& b) {
-  return make_op<T>("where", where(cond, a.value(), b.value()), {a, b},
-                    [cond, sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
-                      const Tensor<T> zero = Tensor<T>::scalar(T(0));
-                      return {n.needs_input_grad(0) ? sum_to(where(cond, g, zero), sa) : Tensor<T>(),
-                              n.needs_input_grad(1) ? sum_to(where(cond, zero, g), sb) : Tensor<T>()};
-                    });
+  return make_op<T>(
+      "where", where(cond, a.value(), b.value()), {a, b},
+      [cond, sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
+        const Tensor<T> zero = Tensor<T>::scalar(T(0));
+        return {n.needs_input_grad(0) ? sum_to(where(cond, g, zero), sa) : Tensor<T>(),
+                n.needs_input_grad(1) ? sum_to(where(cond, zero, g), sb) : Tensor<T>()};
+      });
 }
 
 // ---- comparisons: not differentiable (the result never requires grad) ----------------------------
-#define DAGPT_VAR_COMPARISON(name)                                \
-  template <typename T>                                          \
-  Var<T> name(const Var<T>& a, const Var<T>& b) {                \
-    return Var<T>(name(a.value(), b.value()), false);            \
-  }                                                              \
-  template <typename T>                                          \
-  Var<T> name(const Var<T>& a, detail::nondeduced_t<T> s) {      \
-    return Var<T>(name(a.value(), s), false);                    \
+#define DAGPT_VAR_COMPARISON(name)                          \
+  template <typename T>                                     \
+  Var<T> name(const Var<T>& a, const Var<T>& b) {           \
+    return Var<T>(name(a.value(), b.value()), false);       \
+  }                                                         \
+  template <typename T>                                     \
+  Var<T> name(const Var<T>& a, detail::nondeduced_t<T> s) { \
+    return Var<T>(name(a.value(), s), false);               \
   }
 DAGPT_VAR_COMPARISON(eq)
 DAGPT_VAR_COMPARISON(ne)
@@ -199,9 +216,9 @@ Tensor<std::int64_t> argmax(const Var<T>& a) {
 // ---- reductions ----------------------------------------------------------------------------------
 template <typename T>
 Var<T> sum(const Var<T>& a) {
-  return make_op<T>("sum", sum(a.value()), {a}, [s = a.shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {g.expand(s)};
-  });
+  return make_op<T>(
+      "sum", sum(a.value()), {a},
+      [s = a.shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {g.expand(s)}; });
 }
 template <typename T>
 Var<T> sum(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
@@ -216,59 +233,66 @@ Var<T> sum(const Var<T>& a, const std::vector<std::int64_t>& axes, bool keepdim 
   Tensor<T> y = sum(a.value(), axes, keepdim);
   Shape keep = a.shape();
   for (auto v : axes) keep[wrap_axis(v, a.dim(), "sum")] = 1;
-  return make_op<T>("sum_axes", y, {a}, [s = a.shape(), keep](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {g.reshape(keep).expand(s)};
-  });
+  return make_op<T>("sum_axes", y, {a},
+                    [s = a.shape(), keep](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      return {g.reshape(keep).expand(s)};
+                    });
 }
 template <typename T>
 Var<T> mean(const Var<T>& a) {
   const T inv = T(1) / static_cast<T>(a.numel());
-  return make_op<T>("mean", mean(a.value()), {a}, [s = a.shape(), inv](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {mul(g, inv).expand(s)};
-  });
+  return make_op<T>("mean", mean(a.value()), {a},
+                    [s = a.shape(), inv](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      return {mul(g, inv).expand(s)};
+                    });
 }
 template <typename T>
 Var<T> mean(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
   const int ax = wrap_axis(axis, a.dim(), "mean");
   const T inv = T(1) / static_cast<T>(a.shape()[ax]);
-  return make_op<T>("mean_axis", mean(a.value(), ax, keepdim), {a},
-                    [s = a.shape(), ax, keepdim, inv](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-                      return {mul(keepdim ? g : g.unsqueeze(ax), inv).expand(s)};
-                    });
+  return make_op<T>(
+      "mean_axis", mean(a.value(), ax, keepdim), {a},
+      [s = a.shape(), ax, keepdim, inv](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+        return {mul(keepdim ? g : g.unsqueeze(ax), inv).expand(s)};
+      });
 }
 // The gradient goes to the first largest element of each line (as argmax picks it).
 template <typename T>
 Var<T> max(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
   const int ax = wrap_axis(axis, a.dim(), "max");
-  return make_op<T>("max_axis", max(a.value(), ax, keepdim), {a},
-                    [x = a.value(), ax, keepdim](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-                      const Tensor<std::int64_t> idx = argmax(x, ax, true);
-                      return {scatter_add(Tensor<T>::zeros(x.shape()), ax, idx, keepdim ? g : g.unsqueeze(ax))};
-                    });
+  return make_op<T>(
+      "max_axis", max(a.value(), ax, keepdim), {a},
+      [x = a.value(), ax, keepdim](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+        const Tensor<std::int64_t> idx = argmax(x, ax, true);
+        return {scatter_add(Tensor<T>::zeros(x.shape()), ax, idx, keepdim ? g : g.unsqueeze(ax))};
+      });
 }
 template <typename T>
 Var<T> max(const Var<T>& a) {
-  return make_op<T>("max", max(a.value()), {a}, [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    Tensor<T> out = Tensor<T>::zeros(x.shape());
-    out.data()[argmax(x).item()] = g.item();
-    return {out};
-  });
+  return make_op<T>("max", max(a.value()), {a},
+                    [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      Tensor<T> out = Tensor<T>::zeros(x.shape());
+                      out.data()[argmax(x).item()] = g.item();
+                      return {out};
+                    });
 }
 // Exact with zeros in the line (prefix/suffix products, no division).
 template <typename T>
 Var<T> prod(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
   const int ax = wrap_axis(axis, a.dim(), "prod");
-  return make_op<T>("prod_axis", prod(a.value(), ax, keepdim), {a},
-                    [x = a.value(), ax, keepdim](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-                      return {prod_backward(x, ax, (keepdim ? g : g.unsqueeze(ax)).expand(
-                                                       detail::reduced_shape(x.shape(), ax, true)))};
-                    });
+  return make_op<T>(
+      "prod_axis", prod(a.value(), ax, keepdim), {a},
+      [x = a.value(), ax, keepdim](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+        return {prod_backward(
+            x, ax, (keepdim ? g : g.unsqueeze(ax)).expand(detail::reduced_shape(x.shape(), ax, true)))};
+      });
 }
 template <typename T>
 Var<T> prod(const Var<T>& a) {
-  return make_op<T>("prod", prod(a.value()), {a}, [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {prod_backward(x.flatten(), 0, g.reshape({1})).reshape(x.shape())};
-  });
+  return make_op<T>("prod", prod(a.value()), {a},
+                    [x = a.value()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      return {prod_backward(x.flatten(), 0, g.reshape({1})).reshape(x.shape())};
+                    });
 }
 
 // ---- matrix product, softmax ---------------------------------------------------------------------
@@ -316,7 +340,8 @@ Var<T> index_select(const Var<T>& a, std::int64_t axis, const Tensor<std::int64_
                     });
 }
 template <typename T>
-Var<T> scatter_add(const Var<T>& base, std::int64_t axis, const Tensor<std::int64_t>& index, const Var<T>& src) {
+Var<T> scatter_add(const Var<T>& base, std::int64_t axis, const Tensor<std::int64_t>& index,
+                   const Var<T>& src) {
   const int ax = wrap_axis(axis, base.dim(), "scatter_add");
   return make_op<T>("scatter_add", scatter_add(base.value(), ax, index, src.value()), {base, src},
                     [ax, index](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
@@ -349,27 +374,28 @@ Var<T> stack(const std::vector<Var<T>>& parts, std::int64_t axis) {
   for (const auto& p : parts) vals.push_back(p.value());
   Tensor<T> y = stack(vals, axis);
   const int ax = wrap_axis(axis, y.dim(), "stack");
-  return make_op<T>("stack", y, parts, [ax, k = parts.size()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
-    detail::Grads<T> out;
-    for (std::size_t i = 0; i < k; ++i) {
-      out.push_back(n.needs_input_grad(i) ? g.select(ax, static_cast<std::int64_t>(i)) : Tensor<T>());
-    }
-    return out;
-  });
+  return make_op<T>(
+      "stack", y, parts, [ax, k = parts.size()](const Tensor<T>& g, const Node<T>& n) -> detail::Grads<T> {
+        detail::Grads<T> out;
+        for (std::size_t i = 0; i < k; ++i) {
+          out.push_back(n.needs_input_grad(i) ? g.select(ax, static_cast<std::int64_t>(i)) : Tensor<T>());
+        }
+        return out;
+      });
 }
 
 // ---- views ---------------------------------------------------------------------------------------
 template <typename T>
 Var<T> Var<T>::reshape(const Shape& s) const {
-  return make_op<T>("reshape", value().reshape(s), {*this}, [o = shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {g.reshape(o)};
-  });
+  return make_op<T>(
+      "reshape", value().reshape(s), {*this},
+      [o = shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {g.reshape(o)}; });
 }
 template <typename T>
 Var<T> Var<T>::view(const Shape& s) const {
-  return make_op<T>("view", value().view(s), {*this}, [o = shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {g.reshape(o)};
-  });
+  return make_op<T>(
+      "view", value().view(s), {*this},
+      [o = shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {g.reshape(o)}; });
 }
 template <typename T>
 Var<T> Var<T>::flatten() const {
@@ -377,9 +403,9 @@ Var<T> Var<T>::flatten() const {
 }
 template <typename T>
 Var<T> Var<T>::transpose(std::int64_t a, std::int64_t b) const {
-  return make_op<T>("transpose", value().transpose(a, b), {*this}, [a, b](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {g.transpose(a, b)};
-  });
+  return make_op<T>(
+      "transpose", value().transpose(a, b), {*this},
+      [a, b](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {g.transpose(a, b)}; });
 }
 template <typename T>
 Var<T> Var<T>::t() const {
@@ -402,40 +428,41 @@ Var<T> Var<T>::narrow(std::int64_t axis, std::int64_t start, std::int64_t length
   Tensor<T> y = value().narrow(axis, start, length);
   const int ax = wrap_axis(axis, dim(), "narrow");
   const std::int64_t st = start < 0 ? start + shape()[ax] : start;
-  return make_op<T>("narrow", y, {*this}, [s = shape(), ax, st, length](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    Tensor<T> out = Tensor<T>::zeros(s);
-    out.narrow(ax, st, length).copy_(g);
-    return {out};
-  });
+  return make_op<T>("narrow", y, {*this},
+                    [s = shape(), ax, st, length](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      Tensor<T> out = Tensor<T>::zeros(s);
+                      out.narrow(ax, st, length).copy_(g);
+                      return {out};
+                    });
 }
 template <typename T>
 Var<T> Var<T>::select(std::int64_t axis, std::int64_t index) const {
   Tensor<T> y = value().select(axis, index);
-  return make_op<T>("select", y, {*this}, [s = shape(), axis, index](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    Tensor<T> out = Tensor<T>::zeros(s);
-    out.select(axis, index).copy_(g);
-    return {out};
-  });
+  return make_op<T>("select", y, {*this},
+                    [s = shape(), axis, index](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
+                      Tensor<T> out = Tensor<T>::zeros(s);
+                      out.select(axis, index).copy_(g);
+                      return {out};
+                    });
 }
 template <typename T>
 Var<T> Var<T>::unsqueeze(std::int64_t axis) const {
   const int ax = wrap_axis(axis, dim() + 1, "unsqueeze");
-  return make_op<T>("unsqueeze", value().unsqueeze(ax), {*this}, [ax](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {g.squeeze(ax)};
-  });
+  return make_op<T>("unsqueeze", value().unsqueeze(ax), {*this},
+                    [ax](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {g.squeeze(ax)}; });
 }
 template <typename T>
 Var<T> Var<T>::squeeze(std::int64_t axis) const {
   const int ax = wrap_axis(axis, dim(), "squeeze");
-  return make_op<T>("squeeze", value().squeeze(ax), {*this}, [ax](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {g.unsqueeze(ax)};
-  });
+  return make_op<T>(
+      "squeeze", value().squeeze(ax), {*this},
+      [ax](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {g.unsqueeze(ax)}; });
 }
 template <typename T>
 Var<T> Var<T>::expand(const Shape& s) const {
-  return make_op<T>("expand", value().expand(s), {*this}, [o = shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> {
-    return {sum_to(g, o)};
-  });
+  return make_op<T>(
+      "expand", value().expand(s), {*this},
+      [o = shape()](const Tensor<T>& g, const Node<T>&) -> detail::Grads<T> { return {sum_to(g, o)}; });
 }
 template <typename T>
 Var<T> Var<T>::contiguous() const {

@@ -148,7 +148,8 @@ class Var {
   void backward(bool retain_graph = false) const {
     if (numel() != 1) {
       detail::raise<AutogradError>(
-          "backward: the output has shape {} ({} elements); pass a gradient of that shape or reduce to a scalar",
+          "backward: the output has shape {} ({} elements); pass a gradient of that shape or reduce to a "
+          "scalar",
           shape().str(), numel());
     }
     backward(Tensor<T>::ones(shape()), retain_graph);
@@ -221,13 +222,14 @@ std::vector<Var<T>> attach(std::shared_ptr<Node<T>> node, const std::vector<Var<
 template <typename T>
 void Var<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
   if (!requires_grad()) {
-    detail::raise<AutogradError>("backward: the output (shape {}) does not require grad; no input of the graph "
-                                 "that made it requires grad, or it was made under NoGradGuard",
-                                 shape().str());
+    detail::raise<AutogradError>(
+        "backward: the output (shape {}) does not require grad; no input of the graph "
+        "that made it requires grad, or it was made under NoGradGuard",
+        shape().str());
   }
   if (grad.shape() != shape()) {
-    detail::raise<AutogradError>("backward: gradient of shape {} for an output of shape {}", grad.shape().str(),
-                                 shape().str());
+    detail::raise<AutogradError>("backward: gradient of shape {} for an output of shape {}",
+                                 grad.shape().str(), shape().str());
   }
   if (is_leaf()) {
     detail::accumulate(impl().grad, grad, true);
@@ -241,13 +243,15 @@ void Var<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
   while (!stack.empty()) {
     auto& [node, next] = stack.back();
     if (node->released) {
-      detail::raise<AutogradError>("backward: the graph through {} was already freed by an earlier backward; "
-                                   "pass retain_graph=true to the first one",
-                                   node->name());
+      detail::raise<AutogradError>(
+          "backward: the graph through {} was already freed by an earlier backward; "
+          "pass retain_graph=true to the first one",
+          node->name());
     }
     if (next < node->inputs.size()) {
       const auto& in = node->inputs[next++];
-      if (in && in->grad_fn && seen.insert(in->grad_fn.get()).second) stack.emplace_back(in->grad_fn.get(), 0);
+      if (in && in->grad_fn && seen.insert(in->grad_fn.get()).second)
+        stack.emplace_back(in->grad_fn.get(), 0);
     } else {
       order.push_back(node);
       stack.pop_back();
@@ -271,15 +275,16 @@ void Var<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
     }
     std::vector<Tensor<T>> gin = node->backward(gout);
     if (gin.size() != node->inputs.size()) {
-      detail::raise<AutogradError>("backward of {} returned {} gradients for {} inputs", node->name(), gin.size(),
-                                   node->inputs.size());
+      detail::raise<AutogradError>("backward of {} returned {} gradients for {} inputs", node->name(),
+                                   gin.size(), node->inputs.size());
     }
     for (std::size_t i = 0; i < gin.size(); ++i) {
       if (!node->needs_input_grad(i) || !gin[i].defined()) continue;
       VarImpl<T>& in = *node->inputs[i];
       if (gin[i].shape() != in.value.shape()) {
-        detail::raise<AutogradError>("backward of {} gave input {} a gradient of shape {}, but the input has shape {}",
-                                     node->name(), i, gin[i].shape().str(), in.value.shape().str());
+        detail::raise<AutogradError>(
+            "backward of {} gave input {} a gradient of shape {}, but the input has shape {}", node->name(),
+            i, gin[i].shape().str(), in.value.shape().str());
       }
       if (in.grad_fn) {
         auto& slot = pending[in.grad_fn.get()];

@@ -12,8 +12,8 @@ namespace dagpt {
 
 namespace detail {
 template <typename T>
-void format_values(std::string& out, const Tensor<T>& t, int axis, const T* base, std::int64_t off, bool elide,
-                   int indent) {
+void format_values(std::string& out, const Tensor<T>& t, int axis, const T* base, std::int64_t off,
+                   bool elide, int indent) {
   const std::int64_t n = t.shape()[axis];
   const std::int64_t st = t.strides()[axis];
   constexpr std::int64_t kEdge = 3;

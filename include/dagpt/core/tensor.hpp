@@ -221,7 +221,8 @@ class Tensor {
   }
   Tensor permute(const std::vector<int>& order) const {
     if (static_cast<int>(order.size()) != dim()) {
-      detail::raise<ShapeError>("permute: {} axes given for a tensor of shape {}", order.size(), shape_.str());
+      detail::raise<ShapeError>("permute: {} axes given for a tensor of shape {}", order.size(),
+                                shape_.str());
     }
     Tensor out = *this;
     std::array<bool, kMaxDims> seen{};
@@ -287,7 +288,8 @@ class Tensor {
   Tensor squeeze(std::int64_t axis) const {
     const int a = wrap_axis(axis, dim(), "squeeze");
     if (shape_[a] != 1) {
-      detail::raise<ShapeError>("squeeze: axis {} has extent {}, not 1 (shape {})", a, shape_[a], shape_.str());
+      detail::raise<ShapeError>("squeeze: axis {} has extent {}, not 1 (shape {})", a, shape_[a],
+                                shape_.str());
     }
     Tensor out = *this;
     out.shape_.erase(a);
@@ -357,9 +359,10 @@ class Tensor {
   }
   Tensor& fill_(T value) {
     T* dst = storage_->data();
-    for_each_row<1>(shape_, {strides_}, {offset_}, [&](const Offsets<1>& off, std::int64_t n, const Offsets<1>& st) {
-      for (std::int64_t i = 0; i < n; ++i) dst[off[0] + i * st[0]] = value;
-    });
+    for_each_row<1>(shape_, {strides_}, {offset_},
+                    [&](const Offsets<1>& off, std::int64_t n, const Offsets<1>& st) {
+                      for (std::int64_t i = 0; i < n; ++i) dst[off[0] + i * st[0]] = value;
+                    });
     return *this;
   }
   // An explicit element-type conversion (the only kind dagpt does).
@@ -383,8 +386,8 @@ class Tensor {
   // Moves to a device. Only the CPU has a backend in this build.
   Tensor to(Device d) const {
     if (d == device()) return *this;
-    detail::raise<DeviceError>("to: cannot move a tensor from {} to {}: this build of dagpt has no CUDA backend",
-                               device(), d);
+    detail::raise<DeviceError>(
+        "to: cannot move a tensor from {} to {}: this build of dagpt has no CUDA backend", device(), d);
   }
 
  private:

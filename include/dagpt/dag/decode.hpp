@@ -61,7 +61,8 @@ expr::Expr decode_one(Layout L, const T* vmag, const T* vsign, const T* o, const
       std::vector<NodeId> neg;
       for (auto [j, c] : terms) {
         NodeId x = value_of(j);
-        if (std::labs(c) != 1) x = e.add_node(Op::Mul, {detail::decode_literal(e, static_cast<double>(std::labs(c))), x});
+        if (std::labs(c) != 1)
+          x = e.add_node(Op::Mul, {detail::decode_literal(e, static_cast<double>(std::labs(c))), x});
         (c > 0 ? pos : neg).push_back(x);
       }
       NodeId head = 0;
@@ -114,9 +115,11 @@ template <typename T>
 expr::Expr decode(const DagPlan<T>& plan) {
   plan.check("decode");
   if (plan.count() != 1) {
-    dagpt::detail::raise<ShapeError>("decode: expects one plan, got batch shape {}", plan.batch_shape().str());
+    dagpt::detail::raise<ShapeError>("decode: expects one plan, got batch shape {}",
+                                     plan.batch_shape().str());
   }
-  const DagPlan<T> c{plan.V_mag.contiguous(), plan.V_sign.contiguous(), plan.O.contiguous(), plan.G.contiguous()};
+  const DagPlan<T> c{plan.V_mag.contiguous(), plan.V_sign.contiguous(), plan.O.contiguous(),
+                     plan.G.contiguous()};
   return decode_one(plan.layout(), c.V_mag.data(), c.V_sign.data(), c.O.data(), c.G.data());
 }
 

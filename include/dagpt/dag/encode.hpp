@@ -46,7 +46,8 @@ class Encoder {
     if (lits > L_.n_init) {
       dagpt::detail::raise<EncodeError>("expression has {} numbers; depth {} allows {}", lits, d, L_.n_init);
     }
-    if (ops > d) dagpt::detail::raise<EncodeError>("expression needs {} operations; depth {} allows {}", ops, d, d);
+    if (ops > d)
+      dagpt::detail::raise<EncodeError>("expression needs {} operations; depth {} allows {}", ops, d, d);
     std::fill(vmag, vmag + n, T(0));
     std::fill(vsign, vsign + n, T(1));
     std::fill(o, o + static_cast<std::ptrdiff_t>(d) * n, T(0));
@@ -56,7 +57,8 @@ class Encoder {
     values_.resize(static_cast<std::size_t>(L_.n_init), Entry{Entry::Kind::unused, 0});
     int s = 0;
     phase2(e_.root(), o, g, s);
-    for (int r = s; r < d; ++r) o[static_cast<std::ptrdiff_t>(r) * n + (s > 0 ? L_.n_init + s - 1 : 0)] = T(1);
+    for (int r = s; r < d; ++r)
+      o[static_cast<std::ptrdiff_t>(r) * n + (s > 0 ? L_.n_init + s - 1 : 0)] = T(1);
   }
 
  private:
@@ -117,7 +119,9 @@ class Encoder {
     const bool k_lit = key.kind == Entry::Kind::neg_literal || expr::is_literal(e_.op(key.id));
     if (a_lit != k_lit) return false;
     if (!a_lit) return expr::same(e_, a.id, e_, key.id);
-    auto val = [this](const Entry& x) { return x.kind == Entry::Kind::neg_literal ? -e_.value(x.id) : e_.value(x.id); };
+    auto val = [this](const Entry& x) {
+      return x.kind == Entry::Kind::neg_literal ? -e_.value(x.id) : e_.value(x.id);
+    };
     if (a.kind == Entry::Kind::node && key.kind == Entry::Kind::node) return expr::same(e_, a.id, e_, key.id);
     return literal_equal(e_.op(a.id), val(a), e_.op(key.id), val(key));
   }
@@ -140,12 +144,16 @@ class Encoder {
     T gate = T(1);
     switch (op) {
       case Op::Mul:
-      case Op::Div: gate = T(0); break;
+      case Op::Div:
+        gate = T(0);
+        break;
       case Op::Add:
       case Op::Sub:
-      case Op::Neg: break;
+      case Op::Neg:
+        break;
       default:
-        dagpt::detail::raise<EncodeError>("unexpected node type {} (encode reads normalized trees)", expr::op_name(op));
+        dagpt::detail::raise<EncodeError>("unexpected node type {} (encode reads normalized trees)",
+                                          expr::op_name(op));
     }
     g[s] = gate;
     const auto kids = e_.children(id);
@@ -170,8 +178,8 @@ class Encoder {
 
 // Writes the plan of a normalized tree into one plan's storage: vmag[N], vsign[N], o[d*N], g[d].
 template <typename T>
-void encode_into(const expr::Expr& normalized, Layout layout, const EncodeOptions& opt, T* vmag, T* vsign, T* o,
-                 T* g) {
+void encode_into(const expr::Expr& normalized, Layout layout, const EncodeOptions& opt, T* vmag, T* vsign,
+                 T* o, T* g) {
   detail::Encoder(normalized, layout, opt.reference).run(vmag, vsign, o, g);
 }
 

@@ -205,7 +205,8 @@ double exact_forward(int d, int n_init, const DagView<T>& in, double* ws) {
 }
 
 template <typename T>
-void exact_backward(int d, int n_init, const DagView<T>& in, const double* ws, double gout, const DagGrad<T>& out) {
+void exact_backward(int d, int n_init, const DagView<T>& in, const double* ws, double gout,
+                    const DagGrad<T>& out) {
   const int n = n_init + d;
   const double* lm = ws;
   const double* vh = ws + n;
@@ -384,7 +385,8 @@ Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::e
                      plan_in.G.contiguous()};
   const int d = p.depth();
   const int n = p.nodes();
-  if (d > kMaxDepth) dagpt::detail::raise<ValueError>("execute: depth {} exceeds the maximum {}", d, kMaxDepth);
+  if (d > kMaxDepth)
+    dagpt::detail::raise<ValueError>("execute: depth {} exceeds the maximum {}", d, kMaxDepth);
   Tensor<T> out = Tensor<T>::empty(p.batch_shape());
   T* o = out.data();
   const std::int64_t count = p.count();
@@ -396,8 +398,9 @@ Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::e
     std::array<detail::RefStep, kMaxDepth> rsteps;
     for (std::int64_t i = b; i < e; ++i) {
       const auto v = detail::view_at(p, i, d, n);
-      o[i] = static_cast<T>(sem == Semantics::exact ? detail::exact_forward(d, n - d, v, w ? w + i * wn : nullptr)
-                                                    : detail::reference_forward(d, n - d, v, M, S, rsteps.data()));
+      o[i] = static_cast<T>(sem == Semantics::exact
+                                ? detail::exact_forward(d, n - d, v, w ? w + i * wn : nullptr)
+                                : detail::reference_forward(d, n - d, v, M, S, rsteps.data()));
     }
   });
   return out;
@@ -449,7 +452,9 @@ class Executor : public Function<T> {
     return out;
   }
 
-  std::string name() const override { return sem_ == Semantics::exact ? "DagExecutor" : "DagExecutor(reference)"; }
+  std::string name() const override {
+    return sem_ == Semantics::exact ? "DagExecutor" : "DagExecutor(reference)";
+  }
   void release() override {
     Function<T>::release();
     workspace_ = Tensor<double>();

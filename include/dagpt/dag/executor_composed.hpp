@@ -27,9 +27,9 @@ Var<T> execute_composed(const Var<T>& V_mag, const Var<T>& V_sign, const Var<T>&
     const Var<T> g = G.select(-1, s);
     const Var<T> gu = g.unsqueeze(-1);
     if (sem == Semantics::exact) {
-      const Var<T> R = sum(o * X, -1);                // linear: sum of o_j x_j
-      const Var<T> logmag = sum(o * log(M), -1);      // log: sum of o_j ln|x_j|
-      const Var<T> a = abs(o);                        // parity weight: triangle wave, |o| < 2
+      const Var<T> R = sum(o * X, -1);            // linear: sum of o_j x_j
+      const Var<T> logmag = sum(o * log(M), -1);  // log: sum of o_j ln|x_j|
+      const Var<T> a = abs(o);                    // parity weight: triangle wave, |o| < 2
       const Tensor<T> low = le(a.value(), T(1));
       const Var<T> p = where(low, a, T(2) - a);
       const Var<T> sigma = prod(T(1) + (S - T(1)) * p, -1);

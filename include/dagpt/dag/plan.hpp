@@ -41,7 +41,8 @@ struct DagPlan {
   // The zero plan (REFERENCE §1) for invalid or padding positions: V_mag 0, V_sign 1, O 0, G 1.
   static DagPlan zeros(const Shape& batch, Layout layout) {
     if (layout.depth < 1 || layout.n_init < 1) {
-      dagpt::detail::raise<ValueError>("DagPlan: depth {} and n_init {} must be >= 1", layout.depth, layout.n_init);
+      dagpt::detail::raise<ValueError>("DagPlan: depth {} and n_init {} must be >= 1", layout.depth,
+                                       layout.n_init);
     }
     auto with = [&batch](std::initializer_list<std::int64_t> tail) {
       Shape s = batch;
@@ -49,26 +50,29 @@ struct DagPlan {
       return s;
     };
     const std::int64_t n = layout.nodes();
-    return {Tensor<T>::zeros(with({n})), Tensor<T>::ones(with({n})), Tensor<T>::zeros(with({layout.depth, n})),
-            Tensor<T>::ones(with({layout.depth}))};
+    return {Tensor<T>::zeros(with({n})), Tensor<T>::ones(with({n})),
+            Tensor<T>::zeros(with({layout.depth, n})), Tensor<T>::ones(with({layout.depth}))};
   }
 
   // Throws a ShapeError naming the tensor and both shapes unless the four shapes agree.
   void check(const char* op) const {
     const int d = G.dim() > 0 ? depth() : 0;
-    if (G.dim() < 1 || d < 1) dagpt::detail::raise<ShapeError>("{}: G must be [..., d] with d >= 1, got {}", op, G.shape().str());
+    if (G.dim() < 1 || d < 1)
+      dagpt::detail::raise<ShapeError>("{}: G must be [..., d] with d >= 1, got {}", op, G.shape().str());
     const Shape b = batch_shape();
     auto expect = [&](const Tensor<T>& t, const char* name, std::initializer_list<std::int64_t> tail) {
       Shape s = b;
       for (auto v : tail) s.push_back(v);
       if (t.shape() != s) {
-        dagpt::detail::raise<ShapeError>("{}: {} has shape {}, expected {} (from G {} and V_mag {})", op, name, t.shape().str(),
-                                  s.str(), G.shape().str(), V_mag.shape().str());
+        dagpt::detail::raise<ShapeError>("{}: {} has shape {}, expected {} (from G {} and V_mag {})", op,
+                                         name, t.shape().str(), s.str(), G.shape().str(),
+                                         V_mag.shape().str());
       }
     };
     const std::int64_t n = V_mag.dim() > 0 ? V_mag.size(-1) : 0;
     if (n <= d) {
-      dagpt::detail::raise<ShapeError>("{}: V_mag has {} nodes for depth {}; a plan needs more nodes than steps", op, n, d);
+      dagpt::detail::raise<ShapeError>(
+          "{}: V_mag has {} nodes for depth {}; a plan needs more nodes than steps", op, n, d);
     }
     expect(V_mag, "V_mag", {n});
     expect(V_sign, "V_sign", {n});

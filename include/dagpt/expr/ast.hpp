@@ -25,14 +25,22 @@ enum class Op : std::uint8_t {
 
 inline const char* op_name(Op op) {
   switch (op) {
-    case Op::Integer: return "Integer";
-    case Op::Float: return "Float";
-    case Op::Add: return "Add";
-    case Op::Mul: return "Mul";
-    case Op::Recip: return "Recip";
-    case Op::Sub: return "Sub";
-    case Op::Div: return "Div";
-    case Op::Neg: return "Neg";
+    case Op::Integer:
+      return "Integer";
+    case Op::Float:
+      return "Float";
+    case Op::Add:
+      return "Add";
+    case Op::Mul:
+      return "Mul";
+    case Op::Recip:
+      return "Recip";
+    case Op::Sub:
+      return "Sub";
+    case Op::Div:
+      return "Div";
+    case Op::Neg:
+      return "Neg";
   }
   return "?";
 }
@@ -43,12 +51,12 @@ using NodeId = std::uint32_t;
 
 struct Node {
   Op op = Op::Integer;
-  std::uint32_t first = 0;     // children: Expr::kids_[first, first + count)
+  std::uint32_t first = 0;  // children: Expr::kids_[first, first + count)
   std::uint32_t count = 0;
-  double value = 0;            // literal value (correctly rounded from its text)
-  std::uint32_t text = 0;      // literal text: Expr::pool_[text, text + text_len), sign folded in
+  double value = 0;        // literal value (correctly rounded from its text)
+  std::uint32_t text = 0;  // literal text: Expr::pool_[text, text + text_len), sign folded in
   std::uint32_t text_len = 0;
-  std::uint32_t offset = 0;    // byte offset of the node's first character in the parsed source
+  std::uint32_t offset = 0;  // byte offset of the node's first character in the parsed source
 };
 
 // A tree in an arena. Nodes refer to children by id; a node's children are contiguous.

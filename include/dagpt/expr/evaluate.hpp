@@ -3,11 +3,11 @@
 // reported as invalid, never returned as inf or nan.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <optional>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "dagpt/expr/ast.hpp"
 #include "dagpt/expr/rational.hpp"
@@ -36,7 +36,8 @@ inline std::optional<Rational> exact(const Expr& e, NodeId id, std::string& reas
         reason = fmt::format("non-finite literal {} at offset {}", e.text(id), e.node(id).offset);
         return std::nullopt;
       }
-      return lit == Literals::decimal ? Rational::from_decimal(e.text(id)) : Rational::from_double(e.value(id));
+      return lit == Literals::decimal ? Rational::from_decimal(e.text(id))
+                                      : Rational::from_double(e.value(id));
     }
     case Op::Neg: {
       auto v = exact(e, kids[0], reason, lit);
@@ -62,9 +63,15 @@ inline std::optional<Rational> exact(const Expr& e, NodeId id, std::string& reas
         auto v = exact(e, kids[i], reason, lit);
         if (!v) return v;
         switch (e.op(id)) {
-          case Op::Add: *acc = *acc + *v; break;
-          case Op::Sub: *acc = *acc - *v; break;
-          case Op::Mul: *acc = *acc * *v; break;
+          case Op::Add:
+            *acc = *acc + *v;
+            break;
+          case Op::Sub:
+            *acc = *acc - *v;
+            break;
+          case Op::Mul:
+            *acc = *acc * *v;
+            break;
           default:
             if (v->is_zero()) {
               reason = fmt::format("division by zero at offset {}", e.node(kids[i]).offset);

@@ -18,11 +18,11 @@
 namespace dagpt::expr {
 
 struct GeneratorOptions {
-  int depth = 4;               // the number of operations is in [0, depth - 1]
-  int max_digits = 4;          // integer digits per number: 1 .. max_digits
-  int max_decimal_places = 4;  // decimal digits per number: 0 .. max_decimal_places
-  bool uniform_num_ops = false;       // HEAD: uniform op count; default: weights 1, 2, ..., depth
-  double integer_probability = 0.0;   // HEAD's 0.5: a number without decimals is printed as an Integer
+  int depth = 4;                     // the number of operations is in [0, depth - 1]
+  int max_digits = 4;                // integer digits per number: 1 .. max_digits
+  int max_decimal_places = 4;        // decimal digits per number: 0 .. max_decimal_places
+  bool uniform_num_ops = false;      // HEAD: uniform op count; default: weights 1, 2, ..., depth
+  double integer_probability = 0.0;  // HEAD's 0.5: a number without decimals is printed as an Integer
 };
 
 inline constexpr std::uint64_t kTrainStream = 0;
@@ -78,10 +78,12 @@ inline void check_generator_options(const GeneratorOptions& o) {
     dagpt::detail::raise<ValueError>("generator: max_digits must be in [1, 15], got {}", o.max_digits);
   }
   if (o.max_decimal_places < 0 || o.max_decimal_places > 15) {
-    dagpt::detail::raise<ValueError>("generator: max_decimal_places must be in [0, 15], got {}", o.max_decimal_places);
+    dagpt::detail::raise<ValueError>("generator: max_decimal_places must be in [0, 15], got {}",
+                                     o.max_decimal_places);
   }
   if (!(o.integer_probability >= 0.0 && o.integer_probability <= 1.0)) {
-    dagpt::detail::raise<ValueError>("generator: integer_probability must be in [0, 1], got {}", o.integer_probability);
+    dagpt::detail::raise<ValueError>("generator: integer_probability must be in [0, 1], got {}",
+                                     o.integer_probability);
   }
 }
 }  // namespace detail

@@ -49,9 +49,11 @@ class Normalizer {
       if (all_float) {
         double v = out_.value(kids[0]);
         if (op == Op::Neg) v = -v;
-        for (std::size_t i = 1; i < kids.size(); ++i) v = op == Op::Sub ? v - out_.value(kids[i]) : v / out_.value(kids[i]);
+        for (std::size_t i = 1; i < kids.size(); ++i)
+          v = op == Op::Sub ? v - out_.value(kids[i]) : v / out_.value(kids[i]);
         // The printed form of a collapsed value is its shortest round-trip representation.
-        std::string text = std::isfinite(v) ? fmt::format("{}", v) : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
+        std::string text =
+            std::isfinite(v) ? fmt::format("{}", v) : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
         if (text.find_first_of(".en") == std::string::npos) text += ".0";
         return out_.add_literal(Op::Float, v, text, offset);
       }
@@ -68,7 +70,8 @@ class Normalizer {
       case Op::Neg:
         return make(Op::Neg, {t(in_.children(id)[0])}, n.offset);
       case Op::Recip:  // standing alone: 1/x
-        return make(Op::Div, {out_.add_literal(Op::Integer, 1.0, "1", n.offset), t(in_.children(id)[0])}, n.offset);
+        return make(Op::Div, {out_.add_literal(Op::Integer, 1.0, "1", n.offset), t(in_.children(id)[0])},
+                    n.offset);
       case Op::Sub:
       case Op::Div: {
         std::vector<NodeId> k;

@@ -54,13 +54,16 @@ class Parser {
     if (pos_ == s_.size()) fail("a number or '('");
     const NodeId root = sum();
     skip();
-    if (pos_ != s_.size()) fail(s_[pos_] == ')' ? "an operator or end of input (unbalanced ')')" : "an operator or end of input");
+    if (pos_ != s_.size())
+      fail(s_[pos_] == ')' ? "an operator or end of input (unbalanced ')')" : "an operator or end of input");
     out_.set_root(root);
     return std::move(out_);
   }
 
  private:
-  static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+  static bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+  }
   static bool is_digit(char c) { return c >= '0' && c <= '9'; }
   void skip() {
     while (pos_ < s_.size() && is_space(s_[pos_])) ++pos_;
@@ -213,6 +216,8 @@ class Parser {
 }  // namespace detail
 
 // Parses one arithmetic expression. Throws ParseError.
-inline Expr parse(std::string_view text, const ParseOptions& opt = {}) { return detail::Parser(text, opt).run(); }
+inline Expr parse(std::string_view text, const ParseOptions& opt = {}) {
+  return detail::Parser(text, opt).run();
+}
 
 }  // namespace dagpt::expr

@@ -15,7 +15,9 @@
 namespace dagpt::expr {
 
 namespace detail {
-inline bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+inline bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 inline std::string_view strip(std::string_view s) {
   while (!s.empty() && is_ws(s.front())) s.remove_prefix(1);
   while (!s.empty() && is_ws(s.back())) s.remove_suffix(1);
@@ -29,13 +31,13 @@ inline bool is_op_char(char c) { return c == '+' || c == '-' || c == '*' || c ==
 inline std::optional<std::string> repair(std::string_view s) {
   using detail::strip;
   const std::string_view stripped = strip(s);
-  if (stripped.empty()) return std::nullopt;                 // 1
+  if (stripped.empty()) return std::nullopt;  // 1
   std::string t(stripped);
-  if (t.back() == '.') t += '0';                             // 2
+  if (t.back() == '.') t += '0';  // 2
   auto count = [&t](char c) { return static_cast<long>(std::count(t.begin(), t.end(), c)); };
   long o = count('(');
   long c = count(')');
-  if (o > c) {                                               // 3
+  if (o > c) {  // 3
     if (t.find_first_not_of('(') == std::string::npos) return std::nullopt;
     while (!t.empty() && t.back() == '(' && o > c) {
       while (!t.empty() && (t.back() == '(' || detail::is_ws(t.back()))) t.pop_back();
@@ -47,8 +49,9 @@ inline std::optional<std::string> repair(std::string_view s) {
   } else if (c > o) {
     for (long k = 0; k < c - o; ++k) t.erase(t.rfind(')'), 1);
   }
-  if (t.size() > 1 && (t[0] == '+' || t[0] == '*' || t[0] == '/')) t = std::string(strip(std::string_view(t).substr(1)));  // 4
-  if (!t.empty() && t.back() == '(') {                       // 5
+  if (t.size() > 1 && (t[0] == '+' || t[0] == '*' || t[0] == '/'))
+    t = std::string(strip(std::string_view(t).substr(1)));  // 4
+  if (!t.empty() && t.back() == '(') {                      // 5
     std::vector<std::string> parts;
     std::string cur;
     for (char ch : t) {
@@ -67,7 +70,7 @@ inline std::optional<std::string> repair(std::string_view s) {
       for (std::size_t i = 0; i < parts.size(); ++i) t += (i ? " " : "") + parts[i];
     }
   }
-  while (!t.empty() && detail::is_op_char(t.back())) {       // 6
+  while (!t.empty() && detail::is_op_char(t.back())) {  // 6
     long depth = 0;
     for (std::size_t i = 0; i + 1 < t.size(); ++i) depth += t[i] == '(' ? 1 : (t[i] == ')' ? -1 : 0);
     if (depth > 0) break;
@@ -75,24 +78,24 @@ inline std::optional<std::string> repair(std::string_view s) {
     t = std::string(strip(t));
     if (t.empty()) return std::nullopt;
   }
-  t = std::string(strip(t));                                 // 7
+  t = std::string(strip(t));  // 7
   if (!t.empty() && t.back() == '.') t += '0';
-  if (t.empty()) return std::nullopt;                        // 8
+  if (t.empty()) return std::nullopt;  // 8
   const bool has_num = t.find_first_of("0123456789.") != std::string::npos;
   const bool has_pair = t.find('(') != std::string::npos && t.find(')') != std::string::npos;
   if (!has_num && !has_pair) return std::nullopt;
-  if (t == stripped) return std::nullopt;                    // 9
+  if (t == stripped) return std::nullopt;  // 9
   return t;
 }
 
 // One token position: the prefix, the text actually parsed, and the result.
 struct Prefix {
-  std::string prefix;    // the text up to and including this token
-  std::string parsed;    // what was parsed: the stripped prefix, or its repair (empty when invalid)
-  bool valid = false;    // parsed and evaluated to a finite value
+  std::string prefix;  // the text up to and including this token
+  std::string parsed;  // what was parsed: the stripped prefix, or its repair (empty when invalid)
+  bool valid = false;  // parsed and evaluated to a finite value
   bool repaired = false;
-  Expr expr;             // the parsed tree (when valid)
-  double value = 0;      // its value (when valid)
+  Expr expr;         // the parsed tree (when valid)
+  double value = 0;  // its value (when valid)
 };
 
 // Parses `text` (stripped) or its repair; the Prefix for one position.

@@ -300,7 +300,8 @@ struct Rational {
       for (std::uint64_t t = qlo; t != 0; t >>= 1U) ++qbits;
     }
     const int exponent = qbits - 1 - s;  // value in [2^exponent, 2^(exponent+1))
-    if (exponent > 1023) return negative ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
+    if (exponent > 1023)
+      return negative ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
     int precision = 53;
     if (exponent < -1022) precision = 53 - (-1022 - exponent);  // subnormal
     if (precision < 0) return negative ? -0.0 : 0.0;

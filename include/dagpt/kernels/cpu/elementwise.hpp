@@ -91,7 +91,8 @@ Tensor<T> where(const Tensor<T>& cond, const Tensor<T>& a, const Tensor<T>& b) {
   check_cpu(cond, "where");
   check_same_device(cond, a, "where");
   check_same_device(a, b, "where");
-  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
+  const Shape shape =
+      broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   const Tensor<T> ec = cond.expand(shape);
   const Tensor<T> ea = a.expand(shape);
   const Tensor<T> eb = b.expand(shape);
@@ -112,20 +113,27 @@ Tensor<T> where(const Tensor<T>& cond, const Tensor<T>& a, const Tensor<T>& b) {
 }
 
 // ---- binary arithmetic (broadcasting) ------------------------------------------------------------
-#define DAGPT_BINARY_OP(name, expr)                                                  \
-  template <typename A, typename B>                                                  \
-  Tensor<A> name(const Tensor<A>& a, const Tensor<B>& b) {                           \
-    detail::same_dtype<A, B>();                                                      \
-    using T = A;                                                                     \
-    return zip(a, b, [](T x, T y) { return expr; }, #name);                         \
-  }                                                                                  \
-  template <typename T>                                                              \
-  Tensor<T> name(const Tensor<T>& a, detail::nondeduced_t<T> s) {                                          \
-    return map(a, [s](T x) { T y = s; return expr; });                               \
-  }                                                                                  \
-  template <typename T>                                                              \
-  Tensor<T> name(detail::nondeduced_t<T> s, const Tensor<T>& b) {                                          \
-    return map(b, [s](T y) { T x = s; return expr; });                               \
+#define DAGPT_BINARY_OP(name, expr)                               \
+  template <typename A, typename B>                               \
+  Tensor<A> name(const Tensor<A>& a, const Tensor<B>& b) {        \
+    detail::same_dtype<A, B>();                                   \
+    using T = A;                                                  \
+    return zip(                                                   \
+        a, b, [](T x, T y) { return expr; }, #name);              \
+  }                                                               \
+  template <typename T>                                           \
+  Tensor<T> name(const Tensor<T>& a, detail::nondeduced_t<T> s) { \
+    return map(a, [s](T x) {                                      \
+      T y = s;                                                    \
+      return expr;                                                \
+    });                                                           \
+  }                                                               \
+  template <typename T>                                           \
+  Tensor<T> name(detail::nondeduced_t<T> s, const Tensor<T>& b) { \
+    return map(b, [s](T y) {                                      \
+      T x = s;                                                    \
+      return expr;                                                \
+    });                                                           \
   }
 
 DAGPT_BINARY_OP(add, x + y)
@@ -221,14 +229,14 @@ template <typename T>
 Tensor<T> operator-(const Tensor<T>& a) {
   return neg(a);
 }
-#define DAGPT_SCALAR_OPERATOR(sym, name)                        \
-  template <typename T>                                        \
-  Tensor<T> operator sym(const Tensor<T>& a, detail::nondeduced_t<T> s) {            \
-    return name(a, s);                                         \
-  }                                                            \
-  template <typename T>                                        \
-  Tensor<T> operator sym(detail::nondeduced_t<T> s, const Tensor<T>& a) {            \
-    return name(s, a);                                         \
+#define DAGPT_SCALAR_OPERATOR(sym, name)                                  \
+  template <typename T>                                                   \
+  Tensor<T> operator sym(const Tensor<T>& a, detail::nondeduced_t<T> s) { \
+    return name(a, s);                                                    \
+  }                                                                       \
+  template <typename T>                                                   \
+  Tensor<T> operator sym(detail::nondeduced_t<T> s, const Tensor<T>& a) { \
+    return name(s, a);                                                    \
   }
 DAGPT_SCALAR_OPERATOR(+, add)
 DAGPT_SCALAR_OPERATOR(-, sub)

@@ -18,8 +18,9 @@ inline void check_indices(const Tensor<std::int64_t>& index, std::int64_t bound,
   const std::int64_t* p = c.data();
   for (std::int64_t i = 0; i < c.numel(); ++i) {
     if (p[i] < 0 || p[i] >= bound) {
-      raise<IndexError>("{}: index {} at flat position {} of the index tensor (shape {}) is out of range [0, {})",
-                        op, p[i], i, index.shape().str(), bound);
+      raise<IndexError>(
+          "{}: index {} at flat position {} of the index tensor (shape {}) is out of range [0, {})", op, p[i],
+          i, index.shape().str(), bound);
     }
   }
 }
@@ -93,7 +94,8 @@ Tensor<T> scatter_add(const Tensor<T>& base, std::int64_t axis, const Tensor<std
       index.shape(), {detail::strides_without_axis(out, ax), index.strides(), src.strides()},
       {0, index.offset(), src.offset()},
       [&](const Offsets<3>& off, std::int64_t n, const Offsets<3>& st) {
-        for (std::int64_t i = 0; i < n; ++i) o[off[0] + i * st[0] + ip[off[1] + i * st[1]] * step] += s[off[2] + i * st[2]];
+        for (std::int64_t i = 0; i < n; ++i)
+          o[off[0] + i * st[0] + ip[off[1] + i * st[1]] * step] += s[off[2] + i * st[2]];
       },
       /*serial=*/true);
   return out;
@@ -141,8 +143,9 @@ Tensor<T> index_add(const Tensor<T>& base, std::int64_t axis, const Tensor<std::
   Shape want = base.shape();
   want[ax] = indices.numel();
   if (src.shape() != want) {
-    detail::raise<ShapeError>("index_add: src of shape {} should have shape {} (base {} with {} indices on axis {})",
-                              src.shape().str(), want.str(), base.shape().str(), indices.numel(), ax);
+    detail::raise<ShapeError>(
+        "index_add: src of shape {} should have shape {} (base {} with {} indices on axis {})",
+        src.shape().str(), want.str(), base.shape().str(), indices.numel(), ax);
   }
   detail::check_indices(indices, base.shape()[ax], "index_add");
   Tensor<T> out = base.clone();
@@ -179,8 +182,9 @@ Tensor<T> concat(const std::vector<Tensor<T>>& parts, std::int64_t axis) {
     bool ok = p.dim() == first.dim();
     for (int d = 0; ok && d < p.dim(); ++d) ok = d == ax || p.shape()[d] == first.shape()[d];
     if (!ok) {
-      detail::raise<ShapeError>("concat: tensor {} has shape {}, which does not match shape {} outside axis {}", i,
-                                p.shape().str(), first.shape().str(), ax);
+      detail::raise<ShapeError>(
+          "concat: tensor {} has shape {}, which does not match shape {} outside axis {}", i, p.shape().str(),
+          first.shape().str(), ax);
     }
     so[ax] += p.shape()[ax];
   }
@@ -202,8 +206,8 @@ Tensor<T> stack(const std::vector<Tensor<T>>& parts, std::int64_t axis) {
   u.reserve(parts.size());
   for (std::size_t i = 0; i < parts.size(); ++i) {
     if (parts[i].shape() != parts.front().shape()) {
-      detail::raise<ShapeError>("stack: tensor {} has shape {}, tensor 0 has shape {}", i, parts[i].shape().str(),
-                                parts.front().shape().str());
+      detail::raise<ShapeError>("stack: tensor {} has shape {}, tensor 0 has shape {}", i,
+                                parts[i].shape().str(), parts.front().shape().str());
     }
     u.push_back(parts[i].unsqueeze(ax));
   }

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <Eigen/Core>
-
 #include <vector>
 
 #include "dagpt/core/tensor.hpp"
@@ -16,11 +15,11 @@ namespace detail {
 template <typename T>
 using EigenStride = Eigen::OuterStride<Eigen::Dynamic>;
 template <typename T, int Order>
-using ConstMatMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Order>, Eigen::Unaligned,
-                               EigenStride<T>>;
+using ConstMatMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Order>,
+                               Eigen::Unaligned, EigenStride<T>>;
 template <typename T>
-using RowMatMap =
-    Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, Eigen::Unaligned, EigenStride<T>>;
+using RowMatMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>,
+                             Eigen::Unaligned, EigenStride<T>>;
 
 // How a 2-D operand is laid out in memory: row-major (unit column stride), column-major (unit row
 // stride), or neither (then it must be copied).
@@ -90,8 +89,8 @@ Tensor<A> matmul(const Tensor<A>& a_in, const Tensor<B>& b_in) {
   const std::int64_t k = a_in.size(-1);
   const std::int64_t n = b_in.size(-1);
   if (b_in.size(-2) != k) {
-    detail::raise<ShapeError>("matmul: shapes {} and {} do not fit (inner extents {} vs {})", a_in.shape().str(),
-                              b_in.shape().str(), k, b_in.size(-2));
+    detail::raise<ShapeError>("matmul: shapes {} and {} do not fit (inner extents {} vs {})",
+                              a_in.shape().str(), b_in.shape().str(), k, b_in.size(-2));
   }
   const Shape ba(a_in.shape().begin(), a_in.shape().end() - 2);
   const Shape bb(b_in.shape().begin(), b_in.shape().end() - 2);
@@ -139,8 +138,8 @@ Tensor<A> matmul(const Tensor<A>& a_in, const Tensor<B>& b_in) {
   const T* bp = b.storage()->data();
   T* op = out.data();
   auto one = [&](std::int64_t i) {
-    detail::gemm(ap + oa[static_cast<std::size_t>(i)], ars, acs, la, bp + ob[static_cast<std::size_t>(i)], brs, bcs,
-                 lb, op + i * m * n, n, m, k, n, false);
+    detail::gemm(ap + oa[static_cast<std::size_t>(i)], ars, acs, la, bp + ob[static_cast<std::size_t>(i)],
+                 brs, bcs, lb, op + i * m * n, n, m, k, n, false);
   };
   if (nb == 1) {
     one(0);  // Eigen threads a large product itself

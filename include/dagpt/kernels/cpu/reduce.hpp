@@ -148,7 +148,8 @@ Tensor<T> sum_to(const Tensor<T>& a, const Shape& shape) {
   if (a.shape() == shape) return a;
   const int lead = a.dim() - shape.size();
   if (lead < 0) {
-    detail::raise<ShapeError>("sum_to: shape {} has fewer dimensions than target {}", a.shape().str(), shape.str());
+    detail::raise<ShapeError>("sum_to: shape {} has fewer dimensions than target {}", a.shape().str(),
+                              shape.str());
   }
   std::vector<std::int64_t> axes;
   for (int i = 0; i < a.dim(); ++i) {
@@ -209,14 +210,16 @@ template <typename T>
 Tensor<std::int64_t> argmax(const Tensor<T>& a, std::int64_t axis, bool keepdim = false) {
   check_cpu(a, "argmax");
   const int ax = wrap_axis(axis, a.dim(), "argmax");
-  if (a.shape()[ax] == 0) detail::raise<ShapeError>("argmax: axis {} of shape {} is empty", ax, a.shape().str());
+  if (a.shape()[ax] == 0)
+    detail::raise<ShapeError>("argmax: axis {} of shape {} is empty", ax, a.shape().str());
   const Tensor<T> c = a.contiguous();
   auto out = Tensor<std::int64_t>::empty(detail::reduced_shape(c.shape(), ax, keepdim));
   std::int64_t* o = out.data();
   const T* x = c.data();
-  detail::for_each_line(c.shape(), ax, [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
-    o[l] = detail::argmax_line(x + first, st, n);
-  });
+  detail::for_each_line(c.shape(), ax,
+                        [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
+                          o[l] = detail::argmax_line(x + first, st, n);
+                        });
   return out;
 }
 // Flat (row-major) index of the largest element, as a 0-dimensional tensor.
@@ -237,9 +240,10 @@ Tensor<T> max(const Tensor<T>& a, std::int64_t axis, bool keepdim = false) {
   Tensor<T> out = Tensor<T>::empty(detail::reduced_shape(c.shape(), ax, keepdim));
   T* o = out.data();
   const T* x = c.data();
-  detail::for_each_line(c.shape(), ax, [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
-    o[l] = x[first + detail::argmax_line(x + first, st, n) * st];
-  });
+  detail::for_each_line(c.shape(), ax,
+                        [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
+                          o[l] = x[first + detail::argmax_line(x + first, st, n) * st];
+                        });
   return out;
 }
 template <typename T>
@@ -258,11 +262,13 @@ Tensor<T> prod(const Tensor<T>& a, std::int64_t axis, bool keepdim = false) {
   Tensor<T> out = Tensor<T>::empty(detail::reduced_shape(c.shape(), ax, keepdim));
   T* o = out.data();
   const T* x = c.data();
-  detail::for_each_line(c.shape(), ax, [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
-    detail::acc_t<T> p = 1;
-    for (std::int64_t i = 0; i < n; ++i) p *= static_cast<detail::acc_t<T>>(x[first + i * st]);
-    o[l] = static_cast<T>(p);
-  });
+  detail::for_each_line(c.shape(), ax,
+                        [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
+                          detail::acc_t<T> p = 1;
+                          for (std::int64_t i = 0; i < n; ++i)
+                            p *= static_cast<detail::acc_t<T>>(x[first + i * st]);
+                          o[l] = static_cast<T>(p);
+                        });
   return out;
 }
 template <typename T>
@@ -280,19 +286,21 @@ Tensor<T> prod_backward(const Tensor<T>& a, int axis, const Tensor<T>& grad_keep
   const T* x = c.data();
   const T* gp = g.data();
   T* o = out.data();
-  detail::for_each_line(c.shape(), axis, [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
-    detail::acc_t<T> prefix = 1;
-    for (std::int64_t i = 0; i < n; ++i) {  // o[i] = product of x[0..i)
-      o[first + i * st] = static_cast<T>(prefix);
-      prefix *= static_cast<detail::acc_t<T>>(x[first + i * st]);
-    }
-    detail::acc_t<T> suffix = 1;
-    for (std::int64_t i = n - 1; i >= 0; --i) {
-      const std::int64_t k = first + i * st;
-      o[k] = static_cast<T>(static_cast<detail::acc_t<T>>(o[k]) * suffix * static_cast<detail::acc_t<T>>(gp[l]));
-      suffix *= static_cast<detail::acc_t<T>>(x[k]);
-    }
-  });
+  detail::for_each_line(c.shape(), axis,
+                        [&](std::int64_t l, std::int64_t first, std::int64_t st, std::int64_t n) {
+                          detail::acc_t<T> prefix = 1;
+                          for (std::int64_t i = 0; i < n; ++i) {  // o[i] = product of x[0..i)
+                            o[first + i * st] = static_cast<T>(prefix);
+                            prefix *= static_cast<detail::acc_t<T>>(x[first + i * st]);
+                          }
+                          detail::acc_t<T> suffix = 1;
+                          for (std::int64_t i = n - 1; i >= 0; --i) {
+                            const std::int64_t k = first + i * st;
+                            o[k] = static_cast<T>(static_cast<detail::acc_t<T>>(o[k]) * suffix *
+                                                  static_cast<detail::acc_t<T>>(gp[l]));
+                            suffix *= static_cast<detail::acc_t<T>>(x[k]);
+                          }
+                        });
   return out;
 }
 
