@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <numeric>
 #include <type_traits>
@@ -23,6 +25,85 @@
 
 namespace dagpt {
 
+namespace detail {
+// Large CPU buffers are cached when freed and reused for the next allocation of the same size: a fresh
+// 64 MB buffer from malloc is a fresh mmap, and the page faults of first touch cost more than the op
+// that fills it (a 16M-element add ran 4x slower). Small buffers go straight to malloc. The cache holds
+// at most DAGPT_CPU_CACHE_MB megabytes (default 1024); empty_cpu_cache() releases it.
+class CpuAllocator {
+ public:
+  // Never destroyed: tensors in static storage may outlive any static allocator object.
+  static CpuAllocator& instance() {
+    static auto* a = new CpuAllocator();
+    return *a;
+  }
+  CpuAllocator(const CpuAllocator&) = delete;
+  CpuAllocator& operator=(const CpuAllocator&) = delete;
+
+  static std::size_t rounded(std::size_t bytes) {
+    const std::size_t r = bytes < kCached ? 64 : 4096;
+    return (std::max<std::size_t>(bytes, 1) + r - 1) / r * r;
+  }
+  void* allocate(std::size_t bytes) {
+    const std::size_t n = rounded(bytes);
+    if (n >= kCached) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(n);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= n;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, n);
+    if (p == nullptr) {
+      release();  // give the cache back and try once more
+      p = std::aligned_alloc(64, n);
+      if (p == nullptr) throw std::bad_alloc();
+    }
+    return p;
+  }
+  void deallocate(void* p, std::size_t bytes) {
+    const std::size_t n = rounded(bytes);
+    if (n >= kCached) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + n <= limit_) {
+        free_.emplace(n, p);
+        cached_ += n;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [n, p] : free_) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+  std::size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cached_;
+  }
+
+ private:
+  static constexpr std::size_t kCached = std::size_t{1} << 20;
+  CpuAllocator() {
+    if (const char* env = std::getenv("DAGPT_CPU_CACHE_MB")) limit_ = std::strtoull(env, nullptr, 10) << 20U;
+  }
+  std::mutex mu_;
+  std::multimap<std::size_t, void*> free_;
+  std::size_t cached_ = 0;
+  std::size_t limit_ = std::size_t{1024} << 20U;
+};
+}  // namespace detail
+
+// Frees the CPU buffers that dagpt keeps for reuse.
+inline void empty_cpu_cache() { detail::CpuAllocator::instance().release(); }
+// Bytes held by that cache.
+inline std::size_t cpu_cache_bytes() { return detail::CpuAllocator::instance().cached_bytes(); }
+
 // A flat, 64-byte aligned buffer of `size` elements on `device`. Uninitialized on creation.
 template <typename T>
 class Storage {
@@ -31,12 +112,9 @@ class Storage {
     if (!device.is_cpu()) {
       detail::raise<DeviceError>("cannot allocate on {}: this build of dagpt has no CUDA backend", device);
     }
-    const std::size_t bytes = static_cast<std::size_t>(std::max<std::int64_t>(size, 1)) * sizeof(T);
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
-    data_ = static_cast<T*>(std::aligned_alloc(64, rounded));
-    if (data_ == nullptr) throw std::bad_alloc();
+    data_ = static_cast<T*>(detail::CpuAllocator::instance().allocate(bytes()));
   }
-  ~Storage() { std::free(data_); }
+  ~Storage() { detail::CpuAllocator::instance().deallocate(data_, bytes()); }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
@@ -45,6 +123,7 @@ class Storage {
   Device device() const { return device_; }
 
  private:
+  std::size_t bytes() const { return static_cast<std::size_t>(std::max<std::int64_t>(size_, 1)) * sizeof(T); }
   T* data_ = nullptr;
   std::int64_t size_ = 0;
   Device device_;

@@ -3,6 +3,7 @@
 // .to<U>()); mixing devices is a DeviceError naming both.
 #pragma once
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -47,6 +48,28 @@ Tensor<T> map(const Tensor<T>& a, F f) {
                       for (std::int64_t i = 0; i < n; ++i) op[i * st[0]] = f(xp[i * st[1]]);
                     }
                   });
+  return out;
+}
+
+// out = array_fn(a) for a contiguous input, computed with Eigen's vectorized array functions (exp, log,
+// tanh, ...: several times faster than calling std::exp per element), in parallel chunks; strided
+// inputs fall back to map() with the scalar function.
+template <typename T, typename ArrayFn, typename ScalarFn>
+Tensor<T> map_vectorized(const Tensor<T>& a, ArrayFn array_fn, ScalarFn scalar_fn) {
+  if (!a.is_contiguous()) return map(a, scalar_fn);
+  check_cpu(a, "map");
+  Tensor<T> out = Tensor<T>::empty(a.shape());
+  const std::int64_t n = a.numel();
+  constexpr std::int64_t kChunk = 16384;
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  parallel_for(chunks, n * 8, [&](std::int64_t b, std::int64_t e) {
+    const std::int64_t lo = b * kChunk;
+    const std::int64_t hi = std::min(n, e * kChunk);
+    Eigen::Map<const Array> x(a.data() + lo, hi - lo);
+    Eigen::Map<Array> y(out.data() + lo, hi - lo);
+    y = array_fn(x);
+  });
   return out;
 }
 
@@ -158,15 +181,18 @@ Tensor<T> neg(const Tensor<T>& a) {
 }
 template <typename T>
 Tensor<T> exp(const Tensor<T>& a) {
-  return map(a, [](T x) { return std::exp(x); });
+  return map_vectorized(
+      a, [](const auto& x) { return x.exp(); }, [](T x) { return std::exp(x); });
 }
 template <typename T>
 Tensor<T> log(const Tensor<T>& a) {
-  return map(a, [](T x) { return std::log(x); });
+  return map_vectorized(
+      a, [](const auto& x) { return x.log(); }, [](T x) { return std::log(x); });
 }
 template <typename T>
 Tensor<T> tanh(const Tensor<T>& a) {
-  return map(a, [](T x) { return std::tanh(x); });
+  return map_vectorized(
+      a, [](const auto& x) { return x.tanh(); }, [](T x) { return std::tanh(x); });
 }
 template <typename T>
 Tensor<T> sigmoid(const Tensor<T>& a) {

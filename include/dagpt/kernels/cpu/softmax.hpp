@@ -2,6 +2,7 @@
 // matching backward kernels.
 #pragma once
 
+#include <Eigen/Core>
 #include <cmath>
 
 #include "dagpt/core/tensor.hpp"
@@ -24,36 +25,29 @@ Tensor<T> rowwise(const Tensor<T>& a, const char* op, F f) {
   return out;
 }
 
-template <typename T>
-T row_max(const T* x, std::int64_t n) {
-  T m = x[0];
-  for (std::int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-  return m;
-}
 }  // namespace detail
 
 template <typename T>
 Tensor<T> softmax(const Tensor<T>& a) {
   return detail::rowwise(a, "softmax", [](const T* x, T* y, std::int64_t n) {
-    const T m = detail::row_max(x, n);
-    double s = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-      y[i] = std::exp(x[i] - m);
-      s += y[i];
-    }
-    const T inv = static_cast<T>(1.0 / s);
-    for (std::int64_t i = 0; i < n; ++i) y[i] *= inv;
+    using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+    Eigen::Map<const Array> xr(x, n);
+    Eigen::Map<Array> yr(y, n);
+    yr = (xr - xr.maxCoeff()).exp();  // vectorized exp
+    yr *= static_cast<T>(1.0 / yr.template cast<double>().sum());
   });
 }
 
 template <typename T>
 Tensor<T> log_softmax(const Tensor<T>& a) {
   return detail::rowwise(a, "log_softmax", [](const T* x, T* y, std::int64_t n) {
-    const T m = detail::row_max(x, n);
-    double s = 0;
-    for (std::int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i] - m));
-    const T lse = m + static_cast<T>(std::log(s));
-    for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] - lse;
+    using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+    Eigen::Map<const Array> xr(x, n);
+    Eigen::Map<Array> yr(y, n);
+    const T m = xr.maxCoeff();
+    yr = (xr - m).exp();
+    const T lse = m + static_cast<T>(std::log(yr.template cast<double>().sum()));
+    yr = xr - lse;
   });
 }
 
