@@ -5,8 +5,9 @@
 #   scripts/install-deps.sh --bench  also the PyTorch side-by-side peer (python3-torch, OpenBLAS, jemalloc)
 set -euo pipefail
 
-packages=(cmake ninja-build g++ clang libclang-rt-14-dev libeigen3-dev libfmt-dev catch2 libbenchmark-dev
-          nlohmann-json3-dev libutf8proc-dev)
+# clang + libclang-rt-14-dev + libomp-dev: the asan preset builds with clang++ (sanitizer runtimes, OpenMP).
+packages=(cmake ninja-build g++ clang libclang-rt-14-dev libomp-dev libeigen3-dev libfmt-dev catch2
+          libbenchmark-dev nlohmann-json3-dev libutf8proc-dev)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch python3-numpy libopenblas0-pthread libjemalloc2)
 fi

@@ -15,3 +15,6 @@
 #include "dagpt/dag/dag.hpp"
 #include "dagpt/expr/expr.hpp"
 #include "dagpt/kernels/cpu/ops.hpp"
+#include "dagpt/text/char_tokenizer.hpp"
+#include "dagpt/text/tokenizer.hpp"
+// Not dagpt/text/gpt2_bpe.hpp, which needs the dagpt::text target (nlohmann_json, utf8proc).

@@ -101,8 +101,13 @@ Tensor<A> matmul(const Tensor<A>& a_in, const Tensor<B>& b_in) {
   Shape sb = batch;
   sb.push_back(k);
   sb.push_back(n);
-  auto [a, la] = detail::as_matrix_operand(a_in.expand(sa));
-  auto [b, lb] = detail::as_matrix_operand(b_in.expand(sb));
+  // (plain variables, not structured bindings: C++17 lambdas cannot capture those)
+  const auto a_op = detail::as_matrix_operand(a_in.expand(sa));
+  const auto b_op = detail::as_matrix_operand(b_in.expand(sb));
+  const Tensor<T>& a = a_op.first;
+  const Tensor<T>& b = b_op.first;
+  const detail::Layout la = a_op.second;
+  const detail::Layout lb = b_op.second;
   Shape so = batch;
   so.push_back(m);
   so.push_back(n);
