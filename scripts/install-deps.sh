@@ -2,14 +2,14 @@
 # Installs the Debian packages dagpt needs to build, test and benchmark. Idempotent: packages that are
 # already installed are skipped, and the script says what it installs. Run as root (apt-get).
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also the PyTorch side-by-side peer (python3-torch, OpenBLAS, jemalloc)
+#   scripts/install-deps.sh --bench  also the side-by-side peers (PyTorch, OpenBLAS, jemalloc, SymPy)
 set -euo pipefail
 
 # clang + libclang-rt-14-dev + libomp-dev: the asan preset builds with clang++ (sanitizer runtimes, OpenMP).
 packages=(cmake ninja-build g++ clang libclang-rt-14-dev libomp-dev libeigen3-dev libfmt-dev catch2
           libbenchmark-dev nlohmann-json3-dev libutf8proc-dev)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-numpy libopenblas0-pthread libjemalloc2)
+  packages+=(python3-torch python3-numpy libopenblas0-pthread libjemalloc2 python3-sympy)
 fi
 
 missing=()

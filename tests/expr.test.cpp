@@ -343,3 +343,14 @@ TEST_CASE("evaluator with binary literals: the exact value of the doubles", "[ex
   CHECK(Rational::from_double(-0.375).to_double() == -0.375);
   CHECK(Rational::from_double(5e-324).to_double() == 5e-324);
 }
+
+TEST_CASE("fuzzer findings stay fixed", "[expr]") {
+  // 1. "a + -1/x": Mul(-1, Pow(x, -1)) must not print as "a - 1/x" (which parses as Mul(-1, Mul(1, ...))).
+  const Expr t = parse("1+-1/3");
+  CHECK(to_debug(t) == "Add(1, Mul(-1, Pow(3, -1)))");
+  CHECK(parse(to_text(t)) == t);
+  // 2. a zero mantissa with a huge exponent is zero, not a 10^99999 denominator (was 1.5 s per evaluate)
+  const Value z = evaluate(parse("0e-99999+0e-99999+0e-99999+0e-99999+0e-99999+0e-99999+0e-99999+0e-99999"));
+  CHECK(z.valid);
+  CHECK(z.value == 0.0);
+}

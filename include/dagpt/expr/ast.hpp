@@ -87,6 +87,13 @@ class Expr {
   double value(NodeId id) const { return nodes_[id].value; }
   std::size_t arena_size() const { return nodes_.size(); }
 
+  // Empties the tree and keeps the capacity, so that a reused Expr allocates nothing.
+  void clear() {
+    nodes_.clear();
+    kids_.clear();
+    pool_.clear();
+    root_ = 0;
+  }
   void reserve(std::size_t nodes, std::size_t chars) {
     nodes_.reserve(nodes);
     kids_.reserve(nodes);

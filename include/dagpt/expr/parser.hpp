@@ -45,8 +45,19 @@ namespace detail {
 
 class Parser {
  public:
-  Parser(std::string_view src, const ParseOptions& opt) : s_(src), opt_(opt) {
+  Parser(std::string_view src, const ParseOptions& opt, Expr&& reuse = Expr())
+      : s_(src), opt_(opt), out_(std::move(reuse)), scratch_(scratch_buffer()), text_(text_buffer()) {
+    out_.clear();
     out_.reserve(src.size() / 2 + 4, src.size() + 4);
+    scratch_.clear();
+  }
+  static std::vector<NodeId>& scratch_buffer() {
+    thread_local std::vector<NodeId> b;
+    return b;
+  }
+  static std::string& text_buffer() {
+    thread_local std::string b;
+    return b;
   }
 
   Expr run() {
@@ -209,8 +220,8 @@ class Parser {
   std::size_t pos_ = 0;
   int depth_ = 0;
   Expr out_;
-  std::vector<NodeId> scratch_;
-  std::string text_;
+  std::vector<NodeId>& scratch_;
+  std::string& text_;
 };
 
 }  // namespace detail
@@ -218,6 +229,10 @@ class Parser {
 // Parses one arithmetic expression. Throws ParseError.
 inline Expr parse(std::string_view text, const ParseOptions& opt = {}) {
   return detail::Parser(text, opt).run();
+}
+// Parses into `out`, reusing its storage (no allocation once it is large enough). Throws ParseError.
+inline void parse_into(std::string_view text, Expr& out, const ParseOptions& opt = {}) {
+  out = detail::Parser(text, opt, std::move(out)).run();
 }
 
 }  // namespace dagpt::expr

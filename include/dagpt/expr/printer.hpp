@@ -15,7 +15,8 @@ namespace detail {
 inline bool is_raw_negation(const Expr& e, NodeId id) {
   if (e.op(id) != Op::Mul || e.children(id).size() != 2) return false;
   const NodeId m = e.children(id)[0];
-  return e.op(m) == Op::Integer && e.text(m) == "-1";
+  // Mul(-1, Pow(x, -1)) is "-1/x": printed as "- 1/x" it would come back as Mul(-1, Mul(1, Pow(x, -1))).
+  return e.op(m) == Op::Integer && e.text(m) == "-1" && e.op(e.children(id)[1]) != Op::Recip;
 }
 
 inline void print_text(const Expr& e, NodeId id, std::string& out);

@@ -141,6 +141,27 @@ class BigUInt {
     return r;
   }
 
+  // *this -= b, for *this >= b; no allocation.
+  void sub_in_place(const BigUInt& b) {
+    std::int64_t borrow = 0;
+    for (std::size_t i = 0; i < d_.size(); ++i) {
+      if (i >= b.d_.size() && borrow == 0) break;
+      std::int64_t s = static_cast<std::int64_t>(d_[i]) - borrow - (i < b.d_.size() ? b.d_[i] : 0);
+      borrow = s < 0 ? 1 : 0;
+      if (s < 0) s += std::int64_t{1} << 32U;
+      d_[i] = static_cast<std::uint32_t>(s);
+    }
+    trim();
+  }
+  // *this >>= 1; no allocation.
+  void shr1_in_place() {
+    for (std::size_t i = 0; i < d_.size(); ++i) {
+      const std::uint32_t hi = i + 1 < d_.size() ? d_[i + 1] : 0U;
+      d_[i] = (d_[i] >> 1U) | (hi << 31U);
+    }
+    trim();
+  }
+
  private:
   void mul_small(std::uint32_t m) {
     std::uint64_t carry = 0;
@@ -200,6 +221,9 @@ struct Rational {
       for (; i < t.size() && t[i] >= '0' && t[i] <= '9'; ++i) e = std::min(e * 10 + (t[i] - '0'), 100000L);
       exp10 += static_cast<int>(eneg ? -e : e);
     }
+    // A zero mantissa is the only way past the parser's range check with a huge exponent ("0e-99999"):
+    // skip the exponent, or its 10^|e| would make every later operation slow.
+    if (digits.find_first_not_of('0') == std::string::npos) return Rational{};
     r.num = BigUInt::from_decimal(digits);
     if (exp10 >= 0) {
       r.num = r.num * BigUInt::pow10(exp10);
@@ -279,10 +303,10 @@ struct Rational {
     // q has 65 or 66 bits; long division by shift-and-subtract.
     std::uint64_t qhi = 0;  // bits 64..65
     std::uint64_t qlo = 0;
-    for (int b = 66; b >= 0; --b) {
-      BigUInt shifted = d.shifted_left(b);
+    BigUInt shifted = d.shifted_left(66);  // d * 2^b, shifted right in place as b falls
+    for (int b = 66; b >= 0; --b, shifted.shr1_in_place()) {
       if (compare(n, shifted) >= 0) {
-        n = n - shifted;
+        n.sub_in_place(shifted);
         if (b >= 64) {
           qhi |= std::uint64_t{1} << static_cast<unsigned>(b - 64);
         } else {
