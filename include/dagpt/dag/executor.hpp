@@ -217,11 +217,12 @@ void exact_backward(int d, int n_init, const DagView<T>& in, const double* ws, d
     m[j] = j < n_init ? static_cast<double>(in.vmag[j]) : std::abs(vh[j]);
     s[j] = j < n_init ? static_cast<double>(in.vsign[j]) : (vh[j] > 0 ? 1.0 : (vh[j] < 0 ? -1.0 : 0.0));
   }
-  std::array<double, kMaxNodes> dv{};  // through linear use (and the value itself)
-  std::array<double, kMaxNodes> dm{};  // through the log magnitude
-  std::array<double, kMaxNodes> ds{};  // through the log sign (initial slots only)
-  std::array<double, kMaxNodes> f{};
-  std::array<double, kMaxNodes + 1> suffix{};
+  std::array<double, kMaxNodes> dv;  // through linear use (and the value itself)
+  std::array<double, kMaxNodes> dm;  // through the log magnitude
+  std::array<double, kMaxNodes> ds;  // through the log sign (initial slots only)
+  std::array<double, kMaxNodes> f;
+  std::array<double, kMaxNodes + 1> suffix;
+  for (int j = 0; j < n; ++j) dv[j] = dm[j] = ds[j] = 0;
   dv[n - 1] = gout;
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
@@ -271,18 +272,22 @@ void exact_backward(int d, int n_init, const DagView<T>& in, const double* ws, d
   }
 }
 
-// ---- reference semantics ----------------------------------------------------------------------
-struct RefStep {
-  double R, P, slin, slog, emag;
-};
+// ---- reference semantics: one log per node; forward saves M, S, logs and per-step values for backward
+inline int reference_workspace(int d, int n) { return 3 * n + 5 * d; }
+
+inline double tanh_sat(double x) { return std::abs(x) >= 20 ? std::copysign(1.0, x) : std::tanh(x); }
 
 template <typename T>
-double reference_forward(int d, int n_init, const DagView<T>& in, std::array<double, kMaxNodes>& M,
-                         std::array<double, kMaxNodes>& S, RefStep* steps) {
+double reference_forward(int d, int n_init, const DagView<T>& in, double* ws) {
   const int n = n_init + d;
-  for (int j = 0; j < n; ++j) {
+  double* M = ws;
+  double* S = ws + n;
+  double* L = ws + 2 * n;
+  double* st5 = ws + 3 * n;
+  for (int j = 0; j < n_init; ++j) {
     M[j] = static_cast<double>(in.vmag[j]);
     S[j] = static_cast<double>(in.vsign[j]);
+    L[j] = std::log(std::max(M[j], 1e-12));
   }
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
@@ -292,50 +297,51 @@ double reference_forward(int d, int n_init, const DagView<T>& in, std::array<dou
     double P = 1;
     for (int j = 0; j < na; ++j) {
       const double o = static_cast<double>(row[j]);
-      const double L = std::log(std::max(M[j], 1e-12));
-      R += o * (L * (1 - g) + S[j] * M[j] * g);
+      R += o * (L[j] * (1 - g) + S[j] * M[j] * g);
       P *= 2 * S[j] * std::abs(o) + 1;
     }
-    RefStep& sp = steps[st];
-    sp.R = R;
-    sp.P = P;
-    sp.slin = std::tanh(R / 1e-4);
-    sp.slog = std::tanh(P / 1e-4);
-    sp.emag = std::exp(std::min(R, 100.0));
-    M[na] = g * std::abs(R) + (1 - g) * sp.emag;
-    S[na] = g * sp.slin + (1 - g) * sp.slog;
+    double* sp = st5 + 5 * st;
+    sp[0] = R;
+    sp[1] = P;
+    sp[2] = tanh_sat(R / 1e-4);
+    sp[3] = tanh_sat(P / 1e-4);
+    sp[4] = std::exp(std::min(R, 100.0));
+    M[na] = g * std::abs(R) + (1 - g) * sp[4];
+    S[na] = g * sp[2] + (1 - g) * sp[3];
+    if (st + 1 < d) L[na] = std::log(std::max(M[na], 1e-12));
   }
   return S[n - 1] * M[n - 1];
 }
 
 template <typename T>
-void reference_backward(int d, int n_init, const DagView<T>& in, double gout, const DagGrad<T>& out) {
+void reference_backward(int d, int n_init, const DagView<T>& in, const double* ws, double gout,
+                        const DagGrad<T>& out) {
   const int n = n_init + d;
-  std::array<double, kMaxNodes> M{};
-  std::array<double, kMaxNodes> S{};
-  std::array<RefStep, kMaxDepth> steps;
-  // M and S as they were before each step overwrote its slot: slots >= n_init are only read after
-  // being written, so the final arrays hold exactly what every step read.
-  reference_forward(d, n_init, in, M, S, steps.data());
-  std::array<double, kMaxNodes> dM{};
-  std::array<double, kMaxNodes> dS{};
-  std::array<double, kMaxNodes> w{};
-  std::array<double, kMaxNodes + 1> suffix{};
+  const double* M = ws;
+  const double* S = ws + n;
+  const double* L = ws + 2 * n;
+  const double* st5 = ws + 3 * n;
+  std::array<double, kMaxNodes> dM;
+  std::array<double, kMaxNodes> dS;
+  std::array<double, kMaxNodes> w;
+  std::array<double, kMaxNodes + 1> suffix;
+  for (int j = 0; j < n; ++j) dM[j] = dS[j] = 0;
   dS[n - 1] = gout * M[n - 1];
   dM[n - 1] = gout * S[n - 1];
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
-    const RefStep& sp = steps[st];
+    const double* sp = st5 + 5 * st;
+    const double R = sp[0], slin = sp[2], slog = sp[3], emag = sp[4];
     const double g = static_cast<double>(in.g[st]);
     const double dSn = dS[na];
     const double dMn = dM[na];
-    double dg = dSn * (sp.slin - sp.slog) + dMn * (std::abs(sp.R) - sp.emag);
+    double dg = dSn * (slin - slog) + dMn * (std::abs(R) - emag);
     const double dslin = dSn * g;
     const double dslog = dSn * (1 - g);
-    const double sgnR = sp.R > 0 ? 1.0 : (sp.R < 0 ? -1.0 : 0.0);
-    double dR = dMn * (g * sgnR + (1 - g) * (sp.R <= 100.0 ? sp.emag : 0.0));
-    dR += dslin * (1 - sp.slin * sp.slin) / 1e-4;
-    const double dP = dslog * (1 - sp.slog * sp.slog) / 1e-4;
+    const double sgnR = R > 0 ? 1.0 : (R < 0 ? -1.0 : 0.0);
+    double dR = dMn * (g * sgnR + (1 - g) * (R <= 100.0 ? emag : 0.0));
+    dR += dslin * (1 - slin * slin) / 1e-4;
+    const double dP = dslog * (1 - slog * slog) / 1e-4;
     const T* row = in.o + static_cast<std::ptrdiff_t>(st) * n;
     T* grow = out.o ? out.o + static_cast<std::ptrdiff_t>(st) * n : nullptr;
     suffix[na] = 1;
@@ -346,14 +352,13 @@ void reference_backward(int d, int n_init, const DagView<T>& in, double gout, co
     double prefix = 1;
     for (int j = 0; j < na; ++j) {
       const double o = static_cast<double>(row[j]);
-      const double L = std::log(std::max(M[j], 1e-12));
       const double X = S[j] * M[j];
-      const double mixed = L * (1 - g) + X * g;
+      const double mixed = L[j] * (1 - g) + X * g;
       const double dw = dP * prefix * suffix[j + 1];
       const double sgno = o > 0 ? 1.0 : (o < 0 ? -1.0 : 0.0);
       if (grow) grow[j] = static_cast<T>(dR * mixed + dw * 2 * S[j] * sgno);
       const double dmixed = dR * o;
-      dg += dmixed * (X - L);
+      dg += dmixed * (X - L[j]);
       const double dX = dmixed * g;
       const double dL = dmixed * (1 - g);
       dS[j] += dw * 2 * std::abs(o) + dX * M[j];
@@ -391,16 +396,14 @@ Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::e
   T* o = out.data();
   const std::int64_t count = p.count();
   double* w = workspace != nullptr && workspace->defined() ? workspace->data() : nullptr;
-  const int wn = detail::exact_workspace(d, n);
+  const int wn = sem == Semantics::exact ? detail::exact_workspace(d, n) : detail::reference_workspace(d, n);
   parallel_for(count, count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
-    std::array<double, detail::kMaxNodes> M;
-    std::array<double, detail::kMaxNodes> S;
-    std::array<detail::RefStep, kMaxDepth> rsteps;
+    std::array<double, 3 * detail::kMaxNodes + 5 * kMaxDepth> scratch;
     for (std::int64_t i = b; i < e; ++i) {
       const auto v = detail::view_at(p, i, d, n);
       o[i] = static_cast<T>(sem == Semantics::exact
                                 ? detail::exact_forward(d, n - d, v, w ? w + i * wn : nullptr)
-                                : detail::reference_forward(d, n - d, v, M, S, rsteps.data()));
+                                : detail::reference_forward(d, n - d, v, w ? w + i * wn : scratch.data()));
     }
   });
   return out;
@@ -416,8 +419,10 @@ class Executor : public Function<T> {
     DagPlan<T> p{in[0].contiguous(), in[1].contiguous(), in[2].contiguous(), in[3].contiguous()};
     bool any = false;
     for (std::size_t k = 0; k < 4; ++k) any = any || this->needs_input_grad(k);
-    if (any && sem_ == Semantics::exact) {
-      workspace_ = Tensor<double>::empty({p.count(), detail::exact_workspace(p.depth(), p.nodes())});
+    if (any) {
+      workspace_ = Tensor<double>::empty(
+          {p.count(), sem_ == Semantics::exact ? detail::exact_workspace(p.depth(), p.nodes())
+                                               : detail::reference_workspace(p.depth(), p.nodes())});
     }
     Tensor<T> out = execute_values(p, sem_, &workspace_);
     if (any) this->save_for_backward({p.V_mag, p.V_sign, p.O, p.G});
@@ -445,7 +450,8 @@ class Executor : public Function<T> {
         if (sem_ == Semantics::exact) {
           detail::exact_backward(d, n - d, v, workspace_.data() + i * detail::exact_workspace(d, n), go, gr);
         } else {
-          detail::reference_backward(d, n - d, v, go, gr);
+          detail::reference_backward(d, n - d, v, workspace_.data() + i * detail::reference_workspace(d, n),
+                                     go, gr);
         }
       }
     });
