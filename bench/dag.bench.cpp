@@ -35,10 +35,10 @@
 
 namespace {
 
+using dagbench::Plan;
 using dagpt::Tensor;
 using dagpt::Var;
 using dagpt::dag::Semantics;
-using dagbench::Plan;
 
 constexpr std::int64_t kSmall = 256 * 32;
 constexpr std::int64_t kLarge = std::int64_t{1} << 20;
@@ -53,14 +53,16 @@ const Plan& inputs(bool encoded, int d, std::int64_t count) {
   if (count <= kSmall) {
     auto it = small.find(key);
     if (it == small.end()) {
-      it = small.emplace(key, encoded ? dagbench::encoded_plans(count, d) : dagbench::random_plans(count, d)).first;
+      it = small.emplace(key, encoded ? dagbench::encoded_plans(count, d) : dagbench::random_plans(count, d))
+               .first;
     }
     return it->second;
   }
   if (!large || large_key != key) {
     large.reset();
     malloc_trim(0);
-    large = std::make_unique<Plan>(encoded ? dagbench::encoded_plans(count, d) : dagbench::random_plans(count, d));
+    large = std::make_unique<Plan>(encoded ? dagbench::encoded_plans(count, d)
+                                           : dagbench::random_plans(count, d));
     large_key = key;
   }
   return *large;
@@ -167,8 +169,8 @@ void text_to_plan(benchmark::State& state) {
   for (auto _ : state) {
     for (std::int64_t i = 0; i < count; ++i) {
       dagpt::dag::encode_into(ex::normalize(ex::parse(set.texts[static_cast<std::size_t>(i)])), layout, {},
-                              p.V_mag.data() + i * n, p.V_sign.data() + i * n, p.O.data() + i * kEncodeDepth * n,
-                              p.G.data() + i * kEncodeDepth);
+                              p.V_mag.data() + i * n, p.V_sign.data() + i * n,
+                              p.O.data() + i * kEncodeDepth * n, p.G.data() + i * kEncodeDepth);
     }
     benchmark::DoNotOptimize(p.O.data());
     benchmark::ClobberMemory();
@@ -186,7 +188,8 @@ const bool registered = [] {
                                      (sem == Semantics::exact ? "exact/" : "reference/") +
                                      (encoded ? "encoded/" : "random/") + "d" + std::to_string(d) + "/" +
                                      std::to_string(count);
-            auto* b = benchmark::RegisterBenchmark(name.c_str(), bwd ? forward_backward : forward, sem, encoded, d, count);
+            auto* b = benchmark::RegisterBenchmark(name.c_str(), bwd ? forward_backward : forward, sem,
+                                                   encoded, d, count);
             b->Unit(benchmark::kMillisecond)->UseRealTime();
             if (count == kLarge) b->MinTime(1.0);
           }

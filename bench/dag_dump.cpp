@@ -17,7 +17,9 @@
 
 namespace {
 
-bool write_all(std::FILE* f, const void* p, std::size_t bytes) { return std::fwrite(p, 1, bytes, f) == bytes; }
+bool write_all(std::FILE* f, const void* p, std::size_t bytes) {
+  return std::fwrite(p, 1, bytes, f) == bytes;
+}
 
 bool write_tensor(std::FILE* f, const dagpt::Tensor<double>& t) {
   const auto c = t.contiguous();
@@ -54,13 +56,16 @@ int main(int argc, char** argv) {
     }
   }
   if (out == nullptr || d < 1 || count < 32 || count % 32 != 0) {
-    std::fprintf(stderr, "usage: dagpt_dag_dump OUT.bin [--depth D] [--count C (a multiple of 32)] [--encoded] [--seed S]\n");
+    std::fprintf(
+        stderr,
+        "usage: dagpt_dag_dump OUT.bin [--depth D] [--count C (a multiple of 32)] [--encoded] [--seed S]\n");
     return 2;
   }
   try {
     using dagpt::Var;
     using dagpt::dag::Semantics;
-    const dagbench::Plan p = encoded ? dagbench::encoded_plans(count, d) : dagbench::random_plans(count, d, seed);
+    const dagbench::Plan p =
+        encoded ? dagbench::encoded_plans(count, d) : dagbench::random_plans(count, d, seed);
     Var<double> vm(p.V_mag, true), vs(p.V_sign, true), o(p.O, true), g(p.G, true);
     Var<double> y = dagpt::dag::execute(vm, vs, o, g, Semantics::reference);
     y.backward(dagpt::Tensor<double>::ones(y.shape()));
@@ -73,8 +78,8 @@ int main(int argc, char** argv) {
     }
     const long long head[3] = {d, count / 32, 32};
     bool ok = write_all(f, "DAGDUMP1", 8) && write_all(f, head, sizeof head);
-    for (const auto* t : {&p.V_mag, &p.V_sign, &p.O, &p.G, &y.value(), &vm.grad(), &vs.grad(), &o.grad(), &g.grad(),
-                          &exact}) {
+    for (const auto* t : {&p.V_mag, &p.V_sign, &p.O, &p.G, &y.value(), &vm.grad(), &vs.grad(), &o.grad(),
+                          &g.grad(), &exact}) {
       ok = ok && write_tensor(f, *t);
     }
     ok = std::fclose(f) == 0 && ok;
