@@ -65,14 +65,7 @@ expr::Expr decode_one(Layout L, const T* vmag, const T* vsign, const T* o, const
           x = e.add_node(Op::Mul, {detail::decode_literal(e, static_cast<double>(std::labs(c))), x});
         (c > 0 ? pos : neg).push_back(x);
       }
-      NodeId head = 0;
-      if (pos.empty()) {
-        head = detail::decode_literal(e, 0.0);
-      } else if (pos.size() == 1) {
-        head = pos[0];
-      } else {
-        head = e.add_node(Op::Add, pos.data(), pos.size());
-      }
+      const NodeId head = e.add_group(Op::Add, pos.data(), pos.size(), 0);
       if (neg.empty()) {
         result = head;
       } else if (pos.empty() && neg.size() == 1) {
@@ -88,14 +81,7 @@ expr::Expr decode_one(Layout L, const T* vmag, const T* vsign, const T* o, const
       for (auto [j, c] : terms) {
         for (long r = 0; r < std::labs(c); ++r) (c > 0 ? num : den).push_back(value_of(j));
       }
-      NodeId head = 0;
-      if (num.empty()) {
-        head = detail::decode_literal(e, 1.0);
-      } else if (num.size() == 1) {
-        head = num[0];
-      } else {
-        head = e.add_node(Op::Mul, num.data(), num.size());
-      }
+      const NodeId head = e.add_group(Op::Mul, num.data(), num.size(), 1);
       if (den.empty()) {
         result = head;
       } else {

@@ -124,6 +124,13 @@ class Expr {
   NodeId add_node(Op op, std::initializer_list<NodeId> kids, std::uint32_t offset = 0) {
     return add_node(op, kids.begin(), kids.size(), offset);
   }
+  // A group of operands: the n-ary `op` of them, the operand itself when there is one, the Integer literal
+  // `empty` (0 for a sum, 1 for a product) when there is none.
+  NodeId add_group(Op op, const NodeId* kids, std::size_t count, int empty, std::uint32_t offset = 0) {
+    if (count == 1) return kids[0];
+    if (count == 0) return add_literal(Op::Integer, empty, empty == 0 ? "0" : "1", offset);
+    return add_node(op, kids, count, offset);
+  }
   // Copies the subtree `id` of `src` into this arena.
   NodeId import(const Expr& src, NodeId id) {
     const Node& n = src.node(id);

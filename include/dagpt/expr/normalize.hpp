@@ -118,14 +118,7 @@ class Normalizer {
         if (nd == 0) {
           r = out_.add_node(Op::Mul, a_.data() + nb, nn, n.offset);
         } else {
-          NodeId head;
-          if (nn == 1) {
-            head = a_[nb];
-          } else if (nn == 0) {
-            head = out_.add_literal(Op::Integer, 1.0, "1", n.offset);
-          } else {
-            head = out_.add_node(Op::Mul, a_.data() + nb, nn, n.offset);
-          }
+          const NodeId head = out_.add_group(Op::Mul, a_.data() + nb, nn, 1, n.offset);
           a_.resize(nb);
           a_.push_back(head);
           a_.insert(a_.end(), b_.begin() + static_cast<std::ptrdiff_t>(db), b_.end());
@@ -164,14 +157,7 @@ class Normalizer {
           for (std::size_t i = ab; i < ab + all; ++i) {
             if ((a_[i] & kNegMark) == 0) a_.push_back(a_[i]);
           }
-          NodeId head;
-          if (npos == 1) {
-            head = a_[w];
-          } else if (npos == 0) {
-            head = out_.add_literal(Op::Integer, 0.0, "0", n.offset);
-          } else {
-            head = out_.add_node(Op::Add, a_.data() + w, npos, n.offset);
-          }
+          const NodeId head = out_.add_group(Op::Add, a_.data() + w, npos, 0, n.offset);
           a_.resize(ab);
           a_.push_back(head);
           a_.insert(a_.end(), b_.begin() + static_cast<std::ptrdiff_t>(nb), b_.end());
