@@ -21,7 +21,7 @@ namespace detail {
 class Normalizer {
  public:
   Normalizer(const Expr& in, const NormalizeOptions& opt, Expr&& reuse = Expr())
-      : in_(in), opt_(opt), out_(std::move(reuse)), a_(buffer(0)), b_(buffer(1)) {
+      : a_(buffer(0)), b_(buffer(1)), in_(in), opt_(opt), out_(std::move(reuse)) {
     out_.clear();
     out_.reserve(in.arena_size() + 4, 64);
   }

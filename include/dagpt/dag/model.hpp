@@ -1,0 +1,150 @@
+// The DAG predictor head (REFERENCE.md §5.2) and the predictor model: GPT backbone + head + executor.
+//
+//   dag::ModelConfig cfg;                      // backbone settings, dag_depth, semantics, ...
+//   dag::PredictorModel<float> model(cfg, 42); // nanoGPT init from seed 42
+//   auto out = model(ids);                     // ids [B, T] -> out.plan (V_mag, V_sign, O, G), out.exec [B, T]
+//   auto loss = dag::plan_loss(out.plan.V_mag, ..., out.exec, targets, values, mask, opts);
+//
+// Head, on every position's hidden state h: V_mag = |W_m h + b_m|, V_sign = tanh(W_s h + b_s),
+// O = W_o h + b_o as [d, N] row-major, G = sigmoid(W_g h + b_g). With `ste` (off by default, HEAD's
+// option) the forward pass sharpens V_sign to +-1 (>= 0 -> +1), O to round(O) and G to [G > 0.5] while the
+// backward pass uses the soft values' gradient (straight-through).
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "dagpt/dag/executor.hpp"
+#include "dagpt/dag/plan.hpp"
+#include "dagpt/nn/layers.hpp"
+
+namespace dagpt::dag {
+
+struct ModelConfig {
+  nn::GPTConfig gpt;
+  int dag_depth = 4;
+  bool head_layout = false;  // HEAD's d + 1 initial slots instead of d
+  Semantics semantics = Semantics::exact;
+  bool ste = false;
+
+  Layout layout() const { return head_layout ? Layout::head(dag_depth) : Layout::reference(dag_depth); }
+  void validate() const {
+    gpt.validate();
+    if (dag_depth < 1 || dag_depth > kMaxDepth) {
+      dagpt::detail::raise<ValueError>("ModelConfig: dag_depth = {} must be in [1, {}]", dag_depth, kMaxDepth);
+    }
+  }
+};
+
+template <typename T>
+struct PlanVars {
+  Var<T> V_mag, V_sign, O, G;
+  DagPlan<T> values() const { return {V_mag.value(), V_sign.value(), O.value(), G.value()}; }
+};
+
+namespace detail {
+
+// Straight-through sharpening: forward as described in the header, backward the identity.
+enum class Sharpen { sign, round, gate };
+template <typename T>
+class SteFn : public Function<T> {
+ public:
+  explicit SteFn(Sharpen kind) : kind_(kind) {}
+  std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
+    const Tensor<T> x = in[0].contiguous();
+    Tensor<T> y = Tensor<T>::empty(x.shape());
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+      const T v = x.data()[i];
+      y.data()[i] = kind_ == Sharpen::sign    ? (v >= T(0) ? T(1) : T(-1))
+                    : kind_ == Sharpen::round ? std::nearbyint(v)
+                                              : (v > T(0.5) ? T(1) : T(0));
+    }
+    return {y};
+  }
+  std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override { return {g[0]}; }
+  std::string name() const override { return "StraightThrough"; }
+
+ private:
+  Sharpen kind_;
+};
+
+}  // namespace detail
+
+template <typename T>
+class Predictor : public nn::Module<T> {
+ public:
+  Predictor(std::int64_t n_embd, Layout layout, bool ste = false)
+      : V_mag_predictor(n_embd, layout.nodes()), V_sign_predictor(n_embd, layout.nodes()),
+        O_predictor(n_embd, static_cast<std::int64_t>(layout.depth) * layout.nodes()), G_predictor(n_embd, layout.depth),
+        layout_(layout), ste_(ste) {
+    this->register_module("V_mag_predictor", V_mag_predictor);
+    this->register_module("V_sign_predictor", V_sign_predictor);
+    this->register_module("O_predictor", O_predictor);
+    this->register_module("G_predictor", G_predictor);
+  }
+
+  // h [B, T, C] -> the plan [B, T, ...].
+  PlanVars<T> operator()(const Var<T>& h) const {
+    const Shape hs = h.shape();
+    Shape o_shape(hs.begin(), hs.end() - 1);
+    o_shape.push_back(layout_.depth);
+    o_shape.push_back(layout_.nodes());
+    PlanVars<T> p{abs(V_mag_predictor(h)), tanh(V_sign_predictor(h)), O_predictor(h).reshape(o_shape),
+                  sigmoid(G_predictor(h))};
+    if (ste_) {
+      p.V_sign = apply<detail::SteFn<T>, T>({p.V_sign}, detail::Sharpen::sign)[0];
+      p.O = apply<detail::SteFn<T>, T>({p.O}, detail::Sharpen::round)[0];
+      p.G = apply<detail::SteFn<T>, T>({p.G}, detail::Sharpen::gate)[0];
+    }
+    return p;
+  }
+
+  nn::Linear<T> V_mag_predictor, V_sign_predictor, O_predictor, G_predictor;
+
+ private:
+  Layout layout_;
+  bool ste_;
+};
+
+template <typename T>
+struct ModelOutput {
+  PlanVars<T> plan;
+  Var<T> exec;    // [B, T]
+  Var<T> hidden;  // [B, T, C]
+};
+
+// Backbone ("transformer.*") + head ("dag_predictor.*") + executor (no parameters).
+template <typename T>
+class PredictorModel : public nn::Module<T> {
+ public:
+  explicit PredictorModel(const ModelConfig& cfg, std::uint64_t seed = 42)
+      : transformer(checked(cfg).gpt, dropout_source), dag_predictor(cfg.gpt.n_embd, cfg.layout(), cfg.ste), config_(cfg) {
+    this->register_module("transformer", transformer);
+    this->register_module("dag_predictor", dag_predictor);
+    nn::gpt_init<T>(*this, cfg.gpt.n_layer, seed);
+    dropout_source.gen = Generator(seed, nn::kInitStream - 1);
+  }
+
+  ModelOutput<T> operator()(const Tensor<std::int64_t>& idx) const {
+    ModelOutput<T> out;
+    out.hidden = transformer(idx);
+    out.plan = dag_predictor(out.hidden);
+    out.exec = execute(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, config_.semantics);
+    return out;
+  }
+
+  const ModelConfig& config() const { return config_; }
+
+  nn::DropoutSource dropout_source;  // declared first: the layers keep its address
+  nn::Transformer<T> transformer;
+  Predictor<T> dag_predictor;
+
+ private:
+  static const ModelConfig& checked(const ModelConfig& c) {
+    c.validate();
+    return c;
+  }
+  ModelConfig config_;
+};
+
+}  // namespace dagpt::dag
