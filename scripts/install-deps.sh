@@ -6,8 +6,9 @@
 set -euo pipefail
 
 # clang + libclang-rt-14-dev + libomp-dev: the asan preset builds with clang++ (sanitizer runtimes, OpenMP).
+# libtomlplusplus-dev: the trainer's TOML configs (dagpt::train, include/dagpt/train/config.hpp).
 packages=(cmake ninja-build g++ clang libclang-rt-14-dev libomp-dev libeigen3-dev libfmt-dev catch2
-          libbenchmark-dev nlohmann-json3-dev libutf8proc-dev)
+          libbenchmark-dev nlohmann-json3-dev libutf8proc-dev libtomlplusplus-dev)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch python3-numpy libopenblas0-pthread libjemalloc2 python3-sympy)
 fi
