@@ -4,6 +4,7 @@
 //   dagcalc '2.5*3.0 + 1.0'                     8.5
 //   dagcalc --plan --execute '10.0 - 2.0*3.0'   the value, the executor's value and the plan
 //   dagcalc --generate 5 --seed 1 | dagcalc --json
+//   dagcalc --model runs/demo/ckpt_00003000.safetensors '2.5*3.0 + 1.0'   a trained predictor's answer
 //
 // `dagcalc --help` lists every option. Exit status: 0 when every input was answered, 2 when some input
 // failed (its error is reported, the other inputs are still answered), 1 for a bad command line.
@@ -22,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -38,6 +40,9 @@
 #include "dagpt/text/tokenizer.hpp"
 #if DAGCALC_HAVE_GPT2
 #include "dagpt/text/gpt2_bpe.hpp"
+#endif
+#if DAGCALC_HAVE_MODEL
+#include "dagpt/train/trainer.hpp"
 #endif
 
 namespace {
@@ -61,6 +66,10 @@ Output:
   --dot                   print a Graphviz graph of the plan instead (one digraph per input)
   --prefixes              add a table of the per-token prefixes: their repair, validity and value
   --json                  one JSON object per input, on one line (see below)
+Model:
+  --model CHECKPOINT      also ask a trained predictor (train_predictor's checkpoint): its value at the last
+                          token, the relative error to the exact value; with --plan its predicted plan (instead
+                          of the encoded one)
 Semantics:
   --depth D               plan depth, 1..32 (default 4): D literal slots and D steps
   --reference             the reference's semantics: its normalizer (all-Float Sub/Div/Neg collapse), its
@@ -115,6 +124,8 @@ struct Options {
   int depth = 4;
   std::string tokenizer = "char";
   std::string bpe_dir;
+  std::string model;  // a checkpoint
+  bool model_plan = false;  // --plan with --model: the predicted plan
   std::optional<std::uint64_t> generate;  // the number of expressions to generate
   std::uint64_t seed = 0;
   bool val = false;
@@ -199,6 +210,8 @@ Options parse_options(int argc, char** argv) {
       }
     } else if (name == "--bpe-dir") {
       o.bpe_dir = value();
+    } else if (name == "--model") {
+      o.model = value();
     } else if (name == "--generate") {
       o.generate = parse_integer<std::uint64_t>(name, value(), 0, std::numeric_limits<std::uint64_t>::max());
     } else if (name == "--seed") {
@@ -232,6 +245,12 @@ Options parse_options(int argc, char** argv) {
       }
     }
   }
+  if (!o.model.empty()) {
+    if (o.generate) throw UsageError("--generate reads no expressions; --model answers expressions");
+    if (o.dot || o.execute) throw UsageError("--model shows the predicted plan with --plan; --dot and --execute show encoded plans");
+    o.model_plan = o.plan;
+    o.plan = false;
+  }
   if (o.dot && !o.json && (o.plan || o.prefixes)) {
     throw UsageError("--dot prints only the graph; with --plan or --prefixes, add --json");
   }
@@ -262,6 +281,15 @@ struct Answer {
   std::vector<double> slots;                 // every slot's value under the chosen semantics (--dot)
   double executed = 0;
   std::optional<std::vector<PrefixRow>> prefixes;
+  // --model: the predictor's answer at the last token.
+  struct Predicted {
+    double value = 0;
+    double rel_error = 0;
+    bool within = false;
+    std::optional<dag::DagPlan<double>> plan;
+    std::string note;  // why there is no prediction
+  };
+  std::optional<Predicted> predicted;
 };
 
 // The value of every slot: initial slots from V_mag and V_sign, step s from executing the plan cut after
@@ -534,7 +562,16 @@ void print_text(const Answer& a, const Options& o) {
     if (o.normalized) line += "  normalized: " + a.normalized;
     if (o.execute) line += "  executed: " + num(a.executed);
     line += '\n';
+    if (a.predicted && a.predicted->note.empty()) {
+      line.pop_back();
+      line += fmt::format("  predicted: {}  relative error: {:.3g}{}\n", num(a.predicted->value), a.predicted->rel_error,
+                          a.predicted->within ? "" : " (not within 1e-3)");
+    } else if (a.predicted) {
+      line.pop_back();
+      line += "  predicted: none (" + a.predicted->note + ")\n";
+    }
     if (o.plan) line += plan_text(*a.plan);
+    if (o.model_plan && a.predicted && a.predicted->plan) line += plan_text(*a.predicted->plan);
     std::fputs(line.c_str(), stdout);
   }
   if (a.prefixes) std::fputs(prefix_table(*a.prefixes).c_str(), stdout);
@@ -554,6 +591,17 @@ void print_json(const Answer& a, const Options& o) {
     j["normalized"] = a.normalized;
     if (o.execute) j["executed"] = a.executed;
     if (o.plan) j["plan"] = plan_json(*a.plan);
+    if (a.predicted) {
+      if (a.predicted->note.empty()) {
+        j["predicted"] = a.predicted->value;
+        j["relative_error"] = a.predicted->rel_error;
+        j["within_1e-3"] = a.predicted->within;
+        if (o.model_plan && a.predicted->plan) j["predicted_plan"] = plan_json(*a.predicted->plan);
+      } else {
+        j["predicted"] = nullptr;
+        j["predicted_note"] = a.predicted->note;
+      }
+    }
     if (o.dot) j["dot"] = dot_graph(a, o);
   }
   if (a.prefixes) j["prefixes"] = prefixes_json(*a.prefixes);
@@ -626,9 +674,48 @@ int run(int argc, char** argv) {
     return 1;
   }
 
+#if DAGCALC_HAVE_MODEL
+  std::unique_ptr<dagpt::train::Trainer> model;
+  if (!o.model.empty()) {
+    try {
+      const dagpt::io::Checkpoint ck = dagpt::io::load_checkpoint(o.model);
+      auto cfg = dagpt::train::TrainConfig::from_toml(ck.field("config", o.model), o.model + " (config)");
+      cfg.eval_only = true;
+      cfg.init_from = o.model;
+      std::ostringstream quiet;
+      model = std::make_unique<dagpt::train::Trainer>(cfg, quiet);
+      model->model().eval();
+    } catch (const dagpt::Error& e) {
+      fmt::print(stderr, "dagcalc: --model {}: {}\n", o.model, e.what());
+      return 1;
+    }
+  }
+#else
+  if (!o.model.empty()) {
+    fmt::print(stderr, "dagcalc: this dagcalc was built without dagpt::train: no --model\n");
+    return 1;
+  }
+#endif
+
   bool failed = false;
   auto handle = [&](const std::string& input) {
-    const Answer a = answer(input, o, tokenizer.get());
+    Answer a = answer(input, o, tokenizer.get());
+#if DAGCALC_HAVE_MODEL
+    if (model && !a.error) {
+      const auto p = dagpt::train::predict(model->model(), model->tokenizer(), {input},
+                                           model->config().loss_mode == "reference")[0];
+      Answer::Predicted pr;
+      if (p.tokens == 0 || p.tokens > model->config().block_size) {
+        pr.note = p.note;
+      } else {
+        pr.value = p.predicted;
+        pr.rel_error = p.rel_error();
+        pr.within = p.within();
+        pr.plan = p.plan.to<double>();
+      }
+      a.predicted = std::move(pr);
+    }
+#endif
     failed = failed || a.error.has_value();
     if (o.json) {
       print_json(a, o);

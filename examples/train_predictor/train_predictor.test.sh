@@ -5,8 +5,8 @@
 #  3. SIGKILL during a checkpoint write leaves the previous checkpoint intact and no partial file under a
 #     checkpoint name; resume from the last good checkpoint completes and equals the straight run;
 #  4. clear errors: truncated and corrupt checkpoints, a mismatched width, init_from=gpt2, a bad key;
-#  5. --eval-only prints the evaluation table of a checkpoint.
-#   train_predictor.test.sh PATH/TO/train_predictor CONFIG_DIR
+#  5. --eval-only prints the evaluation table of a checkpoint; dagcalc --model answers with it.
+#   train_predictor.test.sh PATH/TO/train_predictor CONFIG_DIR [PATH/TO/dagcalc]
 set -euo pipefail
 
 bin=$1
@@ -80,4 +80,13 @@ echo "ok: errors"
 "$bin" "$configs/tiny.toml" --eval-only --init_from="$good" > "$work/e.log" 2>&1 || fail "eval-only"
 grep -q '## evaluation at iteration 20' "$work/e.log" || fail "eval-only did not evaluate iteration 20"
 echo "ok: eval-only"
+if [[ $# -ge 3 ]]; then
+  dagcalc=$3
+  out=$("$dagcalc" --model "$good" '1.5+2' '2*3')
+  [[ $(grep -c '  predicted: .*  relative error: ' <<< "$out") == 2 ]] || fail "dagcalc --model: $out"
+  "$dagcalc" --model "$good" --json --plan '1.5+2' | grep -q '"predicted_plan":' || fail "dagcalc --model --json --plan"
+  if "$dagcalc" --model "$work/corrupt.safetensors" '1' 2> "$work/dc.err"; then fail "dagcalc accepted a corrupt model"; fi
+  grep -q "field 'checksum'" "$work/dc.err" || fail "dagcalc --model error: $(cat "$work/dc.err")"
+  echo "ok: dagcalc --model"
+fi
 echo "PASS"
