@@ -425,3 +425,84 @@ TEST_CASE("plan metrics: perfect predictions score 1, real steps exclude padding
   REQUIRE(m2.gate_accuracy == 0.0);
   REQUIRE(m2.plan_exact < 1.0);
 }
+
+TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit cross-entropy", "[nn][digits]") {
+  const dagpt::dag::DigitFormat f{4, 2};
+  REQUIRE(*dagpt::dag::magnitude_digits(12.34, f) == std::vector<int>{0, 0, 1, 2, 3, 4});
+  REQUIRE(*dagpt::dag::magnitude_digits(9999.99, f) == std::vector<int>{9, 9, 9, 9, 9, 9});
+  REQUIRE(*dagpt::dag::magnitude_digits(static_cast<float>(0.07), f) == std::vector<int>{0, 0, 0, 0, 0, 7});
+  REQUIRE(!dagpt::dag::magnitude_digits(10000.0, f));
+  REQUIRE(!dagpt::dag::magnitude_digits(-1.0, f));
+
+  // Forward: the argmax digits as a decimal; intermediate slots 0.
+  const std::int64_t n_init = 2, N = 4, D = f.digits();
+  TD logits = randn({3, n_init, D, 10}, 31);
+  const VD vmag = dagpt::apply<dagpt::dag::DigitMagnitudeFn<double>, double>({VD(logits)}, 4, f)[0];
+  REQUIRE(vmag.shape() == Shape({3, N}));
+  for (std::int64_t i = 0; i < 3; ++i) {
+    for (std::int64_t j = 0; j < n_init; ++j) {
+      double want = 0;
+      for (std::int64_t k = 0; k < D; ++k) {
+        const double* row = logits.data() + ((i * n_init + j) * D + k) * 10;
+        want += static_cast<double>(std::max_element(row, row + 10) - row) * f.place(static_cast<int>(k));
+      }
+      REQUIRE(vmag.value().data()[i * N + j] == Approx(want).epsilon(1e-15));
+    }
+    REQUIRE(vmag.value().data()[i * N + 3] == 0.0);
+  }
+  // Backward: the gradient of the expected digits' value (a composed version through softmax).
+  const TD w = randn({3, N}, 32);
+  VD l1(logits, true), l2(logits, true);
+  dagpt::sum(dagpt::apply<dagpt::dag::DigitMagnitudeFn<double>, double>({l1}, 4, f)[0] * VD(w)).backward();
+  const VD expected = dagpt::sum(dagpt::softmax(l2) * VD(TD::arange(10.0)), -1);  // [3, n_init, D]
+  TD places = TD::empty({D});
+  for (std::int64_t k = 0; k < D; ++k) places.data()[k] = f.place(static_cast<int>(k));
+  dagpt::sum(dagpt::sum(expected * VD(places), -1) * VD(w.narrow(1, 0, n_init).contiguous())).backward();
+  for (std::int64_t i = 0; i < logits.numel(); ++i) REQUIRE(l1.grad().data()[i] == Approx(l2.grad().data()[i]).margin(1e-12));
+
+  // The digit cross-entropy replaces the magnitude loss: gradient-checked, zero gradient to V_mag.
+  const Targets t = make_targets(2, 3, 2, 5);
+  const TD vsign = randn({2, 3, 4}, 22, 0.5), O = randn({2, 3, 2, 4}, 23), G = randn({2, 3, 2}, 24, 0.3) + 0.5,
+           exec = randn({2, 3}, 25, 5.0), dl = randn({2, 3, 2, D, 10}, 26);
+  dagpt::dag::LossOptions opt;
+  opt.digit_format = f;
+  require_grads(
+      [&](const std::vector<VD>& v) {
+        return dagpt::dag::plan_loss(v[0], v[1], v[2], v[3], v[4], t.plan, t.values, t.mask, opt, v[5]).V_mag;
+      },
+      {TD::ones({2, 3, 4}), vsign, O, G, exec, dl}, 1e-4);
+  // Perfect digit logits: a tiny loss, and digit accuracy 1.
+  TD good = TD::zeros({2, 3, 2, D, 10});
+  for (std::int64_t i = 0; i < 6; ++i) {
+    for (std::int64_t j = 0; j < 2; ++j) {
+      const auto dg = dagpt::dag::magnitude_digits(t.plan.V_mag.data()[i * 4 + j], f);
+      for (std::int64_t k = 0; k < D; ++k) good.data()[((i * 2 + j) * D + k) * 10 + (dg ? (*dg)[static_cast<std::size_t>(k)] : 0)] = 30;
+    }
+  }
+  const auto r = dagpt::dag::plan_loss(VD(TD::ones({2, 3, 4})), VD(vsign), VD(O), VD(G), VD(exec), t.plan, t.values,
+                                       t.mask, opt, VD(good));
+  REQUIRE(r.V_mag.item() < 1e-10);
+  const auto m = dagpt::dag::plan_metrics(t.plan, t.values, t.plan, t.values, t.mask, 1e-3, 4, &good, f);
+  REQUIRE(m.digit_accuracy == 1.0);
+
+  // A model with the digits head: digit_predictor instead of V_mag_predictor, exact decimal magnitudes.
+  dagpt::dag::ModelConfig cfg;
+  cfg.gpt = {10, 4, 1, 2, 8, 0.0, true};
+  cfg.dag_depth = 2;
+  cfg.mag_head = dagpt::dag::MagHead::digits;
+  cfg.digits = f;
+  dagpt::dag::PredictorModel<double> model(cfg, 3);
+  bool has_digits = false, has_vmag = false;
+  for (auto& [name, p] : model.named_parameters()) {
+    has_digits = has_digits || name == "dag_predictor.digit_predictor.weight";
+    has_vmag = has_vmag || name.find("V_mag_predictor") != std::string::npos;
+  }
+  REQUIRE(has_digits);
+  REQUIRE(!has_vmag);
+  const auto out = model(Tensor<std::int64_t>::from({1, 2, 3, 4}, {1, 4}));
+  REQUIRE(out.plan.digit_logits.shape() == Shape({1, 4, 2, D, 10}));
+  for (std::int64_t i = 0; i < 4; ++i) {
+    const double v = out.plan.V_mag.value().data()[i * 4] * 100;
+    REQUIRE(v == Approx(std::round(v)).margin(1e-6));
+  }
+}

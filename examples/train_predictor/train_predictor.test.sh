@@ -30,6 +30,14 @@ ref=$(checksum "$work/a.log")
 [[ -n $ref ]] || fail "no checksum in the log"
 echo "ok: straight run ($ref)"
 
+# 1b. The digits magnitude head and the reference loss mode run too.
+"$bin" "$configs/tiny.toml" --max_iters=4 --eval_interval=2 --mag_head=digits --out_dir="$work/digits" > "$work/d.log" 2>&1 ||
+  { cat "$work/d.log"; fail "digits head run"; }
+grep -q '| digit accuracy |' "$work/d.log" || fail "no digit accuracy with the digits head"
+"$bin" "$configs/tiny.toml" --max_iters=4 --eval_interval=2 --loss_mode=reference --out_dir="$work/ref" > "$work/r.log" 2>&1 ||
+  { cat "$work/r.log"; fail "reference loss mode run"; }
+echo "ok: digits head, reference mode"
+
 # 2. 10 + resume + 10.
 "$bin" "$configs/tiny.toml" "${tiny[@]}" --max_iters=10 --out_dir="$work/b" > "$work/b1.log" 2>&1 || fail "first half"
 "$bin" "$configs/tiny.toml" "${tiny[@]}" --out_dir="$work/b" --init_from=resume > "$work/b2.log" 2>&1 || { cat "$work/b2.log"; fail "resume"; }

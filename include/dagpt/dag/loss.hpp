@@ -17,6 +17,9 @@
 //   tanh(V_sign) and G on sigmoid(G) (the double activations), exec on float32(value) split by |t| into
 //   small (< 1e-6: MSE), large (> 1e6: MSE of ln(|.| + 1e-12) plus MSE of the signs) and moderate (mean
 //   relative error |p - t| / (|t| + 1e-8)), the group means summed; unweighted total.
+// With the digits head (a sixth input, the digit logits [B,T,n_init,D,10]), the magnitude component is the
+//   mean cross-entropy of the digits of the used initial slots (a slot some step reads) whose target
+//   magnitude is representable (dag/digits.hpp); V_mag itself then gets no gradient from this component.
 #pragma once
 
 #include <array>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "dagpt/autograd/function.hpp"
+#include "dagpt/dag/digits.hpp"
 #include "dagpt/dag/plan.hpp"
 
 namespace dagpt::dag {
@@ -36,6 +40,7 @@ struct LossOptions {
   bool enable_vmag = true, enable_vsign = true, enable_o = true, enable_g = true, enable_exec = true;
   double w_vmag = 1, w_vsign = 1, w_o = 1, w_g = 1, w_exec = 0.01;
   double huber_delta = 10;
+  DigitFormat digit_format;  // for the digit cross-entropy (digits head)
   double nonfinite_exec_loss = 100;
 
   // The seed's compute_dag_loss with an executor passed: every component on, all weights 1.
@@ -91,8 +96,8 @@ class PlanLoss : public Function<T> {
     const auto& x = this->saved();
     std::array<double, 6> coef{};  // d out / d component k = g_total + g_k
     for (std::size_t k = 1; k < 6; ++k) coef[k] = static_cast<double>(g[0].item()) + static_cast<double>(g[k].item());
-    std::vector<Tensor<T>> grads(5);
-    for (std::size_t k = 0; k < 5; ++k) grads[k] = Tensor<T>::zeros(x[k].shape());
+    std::vector<Tensor<T>> grads(x.size());
+    for (std::size_t k = 0; k < x.size(); ++k) grads[k] = Tensor<T>::zeros(x[k].shape());
     std::array<double, 6> parts{};
     run(x, parts, &grads, coef);
     return grads;
@@ -103,7 +108,16 @@ class PlanLoss : public Function<T> {
 
  private:
   void check(const std::vector<Tensor<T>>& x) const {
-    if (x.size() != 5) dagpt::detail::raise<ValueError>("PlanLoss: expected 5 inputs, got {}", x.size());
+    if (x.size() != 5 && x.size() != 6) {
+      dagpt::detail::raise<ValueError>("PlanLoss: expected 5 or 6 inputs, got {}", x.size());
+    }
+    if (x.size() == 6) {
+      Shape ls = tgt_.batch_shape();
+      for (std::int64_t v : {std::int64_t{tgt_.nodes() - tgt_.depth()}, std::int64_t{opt_.digit_format.digits()}, std::int64_t{10}}) ls.push_back(v);
+      if (x[5].shape() != ls) {
+        dagpt::detail::raise<ShapeError>("PlanLoss: digit logits have shape {}, expected {}", x[5].shape().str(), ls.str());
+      }
+    }
     const char* names[4] = {"V_mag", "V_sign", "O", "G"};
     const Tensor<T>* t[4] = {&tgt_.V_mag, &tgt_.V_sign, &tgt_.O, &tgt_.G};
     for (std::size_t k = 0; k < 4; ++k) {
@@ -138,7 +152,9 @@ class PlanLoss : public Function<T> {
 
     // V_mag, V_sign: per-slot terms over the first `slots` slots.
     const int slots = ref ? n : n_init;
-    if (opt_.enable_vmag) {
+    if (opt_.enable_vmag && x.size() == 6) {
+      parts[1] = digit_loss(x[5].data(), valid, gp(5), coef[1]);
+    } else if (opt_.enable_vmag) {
       const double scale = (ref ? 1.0 : opt_.w_vmag) / (nv * slots);
       double s = 0;
       for (auto i : valid) {
@@ -193,6 +209,44 @@ class PlanLoss : public Function<T> {
     }
     if (opt_.enable_exec) parts[5] = exec_loss(x[4].data(), valid, gp(4), coef[5]);
     for (std::size_t k = 1; k < 6; ++k) parts[0] += parts[k];
+  }
+
+  // Mean cross-entropy of the digits of the used, representable initial slots of the valid positions.
+  double digit_loss(const T* logits, const std::vector<std::int64_t>& valid, T* g, double coef) const {
+    const int d = tgt_.depth(), n = tgt_.nodes(), n_init = n - d, D = opt_.digit_format.digits();
+    struct Row {
+      std::int64_t at;
+      std::vector<int> digits;
+    };
+    std::vector<Row> rows;
+    for (auto i : valid) {
+      for (int j = 0; j < n_init; ++j) {
+        if (!slot_used(tgt_.O.data() + i * d * n, d, n, j)) continue;
+        auto dg = magnitude_digits(static_cast<double>(tgt_.V_mag.data()[i * n + j]), opt_.digit_format);
+        if (dg) rows.push_back({(i * n_init + j) * D * 10, std::move(*dg)});
+      }
+    }
+    if (rows.empty()) return 0;
+    const double w = opt_.mode == LossMode::reference ? 1.0 : opt_.w_vmag;
+    const double scale = w / (static_cast<double>(rows.size()) * D);
+    double s = 0;
+    for (const auto& r : rows) {
+      for (int k = 0; k < D; ++k) {
+        const T* l = logits + r.at + k * 10;
+        double mx = l[0], z = 0;
+        for (int c = 1; c < 10; ++c) mx = std::max(mx, static_cast<double>(l[c]));
+        for (int c = 0; c < 10; ++c) z += std::exp(l[c] - mx);
+        const int t = r.digits[static_cast<std::size_t>(k)];
+        s += std::log(z) + mx - l[t];
+        if (g) {
+          for (int c = 0; c < 10; ++c) {
+            const double p = std::exp(l[c] - mx) / z;
+            g[r.at + k * 10 + c] += static_cast<T>(coef * scale * (p - (c == t ? 1.0 : 0.0)));
+          }
+        }
+      }
+    }
+    return s * scale;
   }
 
   double exec_loss(const T* p, const std::vector<std::int64_t>& valid, T* g, double coef) {
@@ -281,7 +335,7 @@ struct LossResult {
 template <typename T>
 LossResult<T> plan_loss(const Var<T>& V_mag, const Var<T>& V_sign, const Var<T>& O, const Var<T>& G,
                         const Var<T>& exec, const DagPlan<T>& targets, const Tensor<double>& values,
-                        const Tensor<T>& mask, const LossOptions& opt = {}) {
+                        const Tensor<T>& mask, const LossOptions& opt = {}, const Var<T>& digit_logits = {}) {
   targets.check("plan_loss");
   bool nonfinite = false;
   if (opt.enable_exec) {
@@ -290,7 +344,9 @@ LossResult<T> plan_loss(const Var<T>& V_mag, const Var<T>& V_sign, const Var<T>&
       nonfinite = nonfinite || (m.data()[i] != T(0) && !std::isfinite(static_cast<double>(e.data()[i])));
     }
   }
-  auto out = apply<PlanLoss<T>>(std::vector<Var<T>>{V_mag, V_sign, O, G, exec}, targets, values, mask, opt);
+  std::vector<Var<T>> in{V_mag, V_sign, O, G, exec};
+  if (digit_logits.defined()) in.push_back(digit_logits);
+  auto out = apply<PlanLoss<T>>(in, targets, values, mask, opt);
   return {out[0], out[1], out[2], out[3], out[4], out[5], nonfinite};
 }
 
@@ -302,6 +358,7 @@ struct PlanMetrics {
   double gate_accuracy = 0;   // (G > 0.5) == target over the real steps only
   double exec_within = 0;     // |p - t| < tol or |p - t| / max(|t|, 1e-8) < tol
   double plan_exact = 0;      // signs, rounded O, gates on real steps and magnitudes to the digit all right
+  double digit_accuracy = 0;  // digits head: argmax == target digit over the used, representable slots
 };
 
 // The number of real (non-padding) steps of a target plan: padding steps s >= k are G = 1 rows with a
@@ -324,7 +381,7 @@ int real_steps(const T* O, const T* G, int d, int n) {
 template <typename T>
 PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const DagPlan<T>& targets,
                          const Tensor<double>& values, const Tensor<T>& mask, double tol = 1e-3,
-                         int decimal_places = 4) {
+                         int decimal_places = 4, const Tensor<T>* digit_logits = nullptr, DigitFormat format = {}) {
   const DagPlan<T> p{pred.V_mag.contiguous(), pred.V_sign.contiguous(), pred.O.contiguous(), pred.G.contiguous()};
   const DagPlan<T> t{targets.V_mag.contiguous(), targets.V_sign.contiguous(), targets.O.contiguous(),
                      targets.G.contiguous()};
@@ -334,6 +391,9 @@ PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const Da
   const double unit = std::pow(10.0, -decimal_places);
   PlanMetrics out;
   std::int64_t sign_ok = 0, sign_n = 0, op_ok = 0, op_n = 0, gate_ok = 0, gate_n = 0, exec_ok = 0, exact = 0;
+  std::int64_t digit_ok = 0, digit_n = 0;
+  const Tensor<T> logits = digit_logits ? digit_logits->contiguous() : Tensor<T>();
+  const int D = format.digits();
   for (std::int64_t i = 0; i < t.count(); ++i) {
     if (m.data()[i] == T(0)) continue;
     ++out.positions;
@@ -362,6 +422,20 @@ PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const Da
     const double err = std::abs(pe - te);
     exec_ok += std::isfinite(pe) && (err < tol || err / std::max(std::abs(te), 1e-8) < tol);
     exact += all;
+    if (logits.defined()) {
+      for (int j = 0; j < n_init; ++j) {
+        if (!slot_used(t.O.data() + i * d * n, d, n, j)) continue;
+        const auto dg = magnitude_digits(static_cast<double>(t.V_mag.data()[i * n + j]), format);
+        if (!dg) continue;
+        for (int k = 0; k < D; ++k) {
+          const T* l = logits.data() + ((i * n_init + j) * D + k) * 10;
+          int best = 0;
+          for (int c = 1; c < 10; ++c) best = l[c] > l[best] ? c : best;
+          digit_ok += best == (*dg)[static_cast<std::size_t>(k)];
+          ++digit_n;
+        }
+      }
+    }
   }
   auto frac = [](std::int64_t a, std::int64_t b) { return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : 0.0; };
   out.sign_accuracy = frac(sign_ok, sign_n);
@@ -369,6 +443,7 @@ PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const Da
   out.gate_accuracy = frac(gate_ok, gate_n);
   out.exec_within = frac(exec_ok, out.positions);
   out.plan_exact = frac(exact, out.positions);
+  out.digit_accuracy = frac(digit_ok, digit_n);
   return out;
 }
 

@@ -9,19 +9,30 @@
 // O = W_o h + b_o as [d, N] row-major, G = sigmoid(W_g h + b_g). With `ste` (off by default, HEAD's
 // option) the forward pass sharpens V_sign to +-1 (>= 0 -> +1), O to round(O) and G to [G > 0.5] while the
 // backward pass uses the soft values' gradient (straight-through).
+//
+// Magnitude heads: MagHead::direct is the reference's |W_m h + b_m| (parameters V_mag_predictor.*);
+// MagHead::digits is HEAD's digit logits (digit_predictor.*, [B, T, n_init, D, 10], dag/digits.hpp): V_mag is
+// the decimal number of the argmax digits, with a straight-through gradient, and the magnitude loss becomes
+// a cross-entropy on the digits (dag/loss.hpp).
 #pragma once
 
 #include <cmath>
+#include <memory>
 #include <string>
 
+#include "dagpt/dag/digits.hpp"
 #include "dagpt/dag/executor.hpp"
 #include "dagpt/dag/plan.hpp"
 #include "dagpt/nn/layers.hpp"
 
 namespace dagpt::dag {
 
+enum class MagHead { direct, digits };
+
 struct ModelConfig {
   nn::GPTConfig gpt;
+  MagHead mag_head = MagHead::direct;
+  DigitFormat digits;  // the digits head's format
   int dag_depth = 4;
   bool head_layout = false;  // HEAD's d + 1 initial slots instead of d
   Semantics semantics = Semantics::exact;
@@ -33,12 +44,18 @@ struct ModelConfig {
     if (dag_depth < 1 || dag_depth > kMaxDepth) {
       dagpt::detail::raise<ValueError>("ModelConfig: dag_depth = {} must be in [1, {}]", dag_depth, kMaxDepth);
     }
+    if (mag_head == MagHead::digits && (digits.max_digits < 1 || digits.max_decimal_places < 0 || digits.digits() > 18)) {
+      dagpt::detail::raise<ValueError>("ModelConfig: the digits head needs max_digits >= 1 and max_digits + "
+                                       "max_decimal_places <= 18, got {} and {}",
+                                       digits.max_digits, digits.max_decimal_places);
+    }
   }
 };
 
 template <typename T>
 struct PlanVars {
   Var<T> V_mag, V_sign, O, G;
+  Var<T> digit_logits;  // [B, T, n_init, D, 10] with the digits head, else undefined
   DagPlan<T> values() const { return {V_mag.value(), V_sign.value(), O.value(), G.value()}; }
 };
 
@@ -73,11 +90,18 @@ class SteFn : public Function<T> {
 template <typename T>
 class Predictor : public nn::Module<T> {
  public:
-  Predictor(std::int64_t n_embd, Layout layout, bool ste = false)
-      : V_mag_predictor(n_embd, layout.nodes()), V_sign_predictor(n_embd, layout.nodes()),
+  Predictor(std::int64_t n_embd, Layout layout, bool ste = false, MagHead head = MagHead::direct,
+            DigitFormat digits = {})
+      : V_sign_predictor(n_embd, layout.nodes()),
         O_predictor(n_embd, static_cast<std::int64_t>(layout.depth) * layout.nodes()), G_predictor(n_embd, layout.depth),
-        layout_(layout), ste_(ste) {
-    this->register_module("V_mag_predictor", V_mag_predictor);
+        layout_(layout), ste_(ste), head_(head), digits_(digits) {
+    if (head == MagHead::direct) {
+      V_mag_predictor = std::make_unique<nn::Linear<T>>(n_embd, layout.nodes());
+      this->register_module("V_mag_predictor", *V_mag_predictor);
+    } else {
+      digit_predictor = std::make_unique<nn::Linear<T>>(n_embd, layout.n_init * digits.digits() * 10);
+      this->register_module("digit_predictor", *digit_predictor);
+    }
     this->register_module("V_sign_predictor", V_sign_predictor);
     this->register_module("O_predictor", O_predictor);
     this->register_module("G_predictor", G_predictor);
@@ -89,8 +113,15 @@ class Predictor : public nn::Module<T> {
     Shape o_shape(hs.begin(), hs.end() - 1);
     o_shape.push_back(layout_.depth);
     o_shape.push_back(layout_.nodes());
-    PlanVars<T> p{abs(V_mag_predictor(h)), tanh(V_sign_predictor(h)), O_predictor(h).reshape(o_shape),
-                  sigmoid(G_predictor(h))};
+    PlanVars<T> p{Var<T>(), tanh(V_sign_predictor(h)), O_predictor(h).reshape(o_shape), sigmoid(G_predictor(h)), Var<T>()};
+    if (head_ == MagHead::direct) {
+      p.V_mag = abs((*V_mag_predictor)(h));
+    } else {
+      Shape l_shape(hs.begin(), hs.end() - 1);
+      for (std::int64_t v : {std::int64_t{layout_.n_init}, std::int64_t{digits_.digits()}, std::int64_t{10}}) l_shape.push_back(v);
+      p.digit_logits = (*digit_predictor)(h).reshape(l_shape);
+      p.V_mag = apply<DigitMagnitudeFn<T>, T>({p.digit_logits}, layout_.nodes(), digits_)[0];
+    }
     if (ste_) {
       p.V_sign = apply<detail::SteFn<T>, T>({p.V_sign}, detail::Sharpen::sign)[0];
       p.O = apply<detail::SteFn<T>, T>({p.O}, detail::Sharpen::round)[0];
@@ -99,11 +130,15 @@ class Predictor : public nn::Module<T> {
     return p;
   }
 
-  nn::Linear<T> V_mag_predictor, V_sign_predictor, O_predictor, G_predictor;
+  std::unique_ptr<nn::Linear<T>> V_mag_predictor;  // MagHead::direct
+  std::unique_ptr<nn::Linear<T>> digit_predictor;  // MagHead::digits
+  nn::Linear<T> V_sign_predictor, O_predictor, G_predictor;
 
  private:
   Layout layout_;
   bool ste_;
+  MagHead head_;
+  DigitFormat digits_;
 };
 
 template <typename T>
@@ -118,7 +153,7 @@ template <typename T>
 class PredictorModel : public nn::Module<T> {
  public:
   explicit PredictorModel(const ModelConfig& cfg, std::uint64_t seed = 42)
-      : transformer(checked(cfg).gpt, dropout_source), dag_predictor(cfg.gpt.n_embd, cfg.layout(), cfg.ste), config_(cfg) {
+      : transformer(checked(cfg).gpt, dropout_source), dag_predictor(cfg.gpt.n_embd, cfg.layout(), cfg.ste, cfg.mag_head, cfg.digits), config_(cfg) {
     this->register_module("transformer", transformer);
     this->register_module("dag_predictor", dag_predictor);
     nn::gpt_init<T>(*this, cfg.gpt.n_layer, seed);

@@ -57,9 +57,8 @@ inline dag::ModelConfig model_config(const TrainConfig& c, std::int64_t vocab) {
   m.dag_depth = c.dag_depth;
   m.head_layout = c.layout == "head";
   m.semantics = c.loss_mode == "reference" ? dag::Semantics::reference : dag::Semantics::exact;
-  if (c.mag_head != "direct") {
-    dagpt::detail::raise<ConfigError>("mag_head = \"{}\": only \"direct\" is implemented so far", c.mag_head);
-  }
+  m.mag_head = c.mag_head == "digits" ? dag::MagHead::digits : dag::MagHead::direct;
+  m.digits = {c.max_digits, c.max_decimal_places};
   return m;
 }
 
@@ -74,6 +73,7 @@ inline dag::LossOptions loss_options(const TrainConfig& c) {
   o.enable_o = c.enable_o;
   o.enable_g = c.enable_g;
   o.enable_exec = c.enable_exec;
+  o.digit_format = {c.max_digits, c.max_decimal_places};
   return o;
 }
 
@@ -373,7 +373,7 @@ class Trainer {
       total += b.total_tokens;
       const auto out = (*model_)(b.tokens);
       const auto loss = dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec, b.targets,
-                                       b.values, b.mask, loss_);
+                                       b.values, b.mask, loss_, out.plan.digit_logits);
       const auto v = loss.values();
       for (std::size_t k = 0; k < 6; ++k) parts[k] += v[k] / accum;
       if (cfg_.check_nans && !std::isfinite(v[0])) {
@@ -408,16 +408,19 @@ class Trainer {
       into.gate_accuracy += m.gate_accuracy * w;
       into.exec_within += m.exec_within * w;
       into.plan_exact += m.plan_exact * w;
+      into.digit_accuracy += m.digit_accuracy * w;
       into.positions += m.positions;
     };
     for (const auto& b : val_) {
       const auto out = (*model_)(b.tokens);
       const auto loss = dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec, b.targets,
-                                       b.values, b.mask, loss_);
+                                       b.values, b.mask, loss_, out.plan.digit_logits);
       const auto v = loss.values();
       for (std::size_t k = 0; k < 6; ++k) r.loss[k] += v[k] / static_cast<double>(val_.size());
       const auto plan = out.plan.values();
-      accumulate(sum_all, dag::plan_metrics(plan, out.exec.value(), b.targets, b.values, b.mask));
+      const Tensor<float>* logits = out.plan.digit_logits.defined() ? &out.plan.digit_logits.value() : nullptr;
+      accumulate(sum_all, dag::plan_metrics(plan, out.exec.value(), b.targets, b.values, b.mask, 1e-3,
+                                            cfg_.max_decimal_places, logits, loss_.digit_format));
       Tensor<float> last = Tensor<float>::zeros(b.mask.shape());
       const std::int64_t T = b.mask.size(1);
       for (std::int64_t row = 0; row < b.mask.size(0); ++row) {
@@ -428,11 +431,13 @@ class Trainer {
           }
         }
       }
-      accumulate(sum_last, dag::plan_metrics(plan, out.exec.value(), b.targets, b.values, last));
+      accumulate(sum_last, dag::plan_metrics(plan, out.exec.value(), b.targets, b.values, last, 1e-3,
+                                             cfg_.max_decimal_places));
     }
     auto finish = [](dag::PlanMetrics m) {
       const double w = std::max<double>(1.0, static_cast<double>(m.positions));
       m.sign_accuracy /= w, m.op_accuracy /= w, m.gate_accuracy /= w, m.exec_within /= w, m.plan_exact /= w;
+      m.digit_accuracy /= w;
       return m;
     };
     (void)pos_all;
@@ -447,7 +452,7 @@ class Trainer {
         if (!p.fits || !p.exact_known || p.tokens > cfg_.block_size) continue;
         ++s.scored;
         s.within += p.within();
-        s.exact += plan_matches(p);
+        s.exact += plan_matches(p, cfg_.max_decimal_places);
       }
       r.heldout_scored += s.scored;
       r.heldout_within += s.within;
@@ -466,6 +471,7 @@ class Trainer {
     os << fmt::format("| exec within 1e-3, every valid token | {:.2f} % |\n", 100 * r.all.exec_within);
     os << fmt::format("| sign / op / gate accuracy | {:.2f} / {:.2f} / {:.2f} % |\n", 100 * r.all.sign_accuracy,
                       100 * r.all.op_accuracy, 100 * r.all.gate_accuracy);
+    if (cfg_.mag_head == "digits") os << fmt::format("| digit accuracy | {:.2f} % |\n", 100 * r.all.digit_accuracy);
     os << fmt::format("| held-out segments within 1e-3 | {:.2f} % ({} of {} that fit depth {}) |\n",
                       100 * r.heldout_within_rate(), r.heldout_within, r.heldout_scored, cfg_.dag_depth);
     os << "\n| held-out segment | fit | within 1e-3 | plan exact |\n|---|---|---|---|\n";
@@ -533,11 +539,11 @@ class Trainer {
 #endif
   }
 
-  static bool plan_matches(const Prediction& p) {
+  static bool plan_matches(const Prediction& p, int decimals) {
     if (!p.fits) return false;
     const auto one = Tensor<float>::ones({});
     const auto m = dag::plan_metrics(p.plan, Tensor<float>::scalar(static_cast<float>(p.predicted)), p.target,
-                                     Tensor<double>::scalar(p.exact), one);
+                                     Tensor<double>::scalar(p.exact), one, 1e-3, decimals);
     return m.plan_exact == 1.0;
   }
 
