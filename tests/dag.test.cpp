@@ -238,6 +238,65 @@ TEST_CASE("the fused executor equals its composed twin: values and every gradien
   }
 }
 
+// The executor runs DAGs in blocks of SIMD lanes (2 or 4; a short last block repeats its last DAG): every
+// DAG of a batch must get exactly what it gets alone, whatever its neighbours take (double-double or
+// plain steps, zero magnitudes, coefficients beyond 2, gates 0/1), and masked entries must stay zero.
+TEST_CASE("executor blocks: each DAG of a batch as if alone, odd batch sizes", "[dag]") {
+  Generator gen(77, 0);
+  for (Semantics sem : {Semantics::exact, Semantics::reference}) {
+    for (const Layout layout : {Layout::reference(4), Layout::head(3)}) {
+      for (const std::int64_t count : {1, 6, 7, 13}) {
+        const int d = layout.depth;
+        const int n = layout.nodes();
+        INFO("reference " << (sem == Semantics::reference) << " n " << n << " count " << count);
+        std::vector<double> vm = Tensor<double>::rand({count, n}, gen, 0.5, 3.0).to_vector();
+        std::vector<double> vs = Tensor<double>::rand({count, n}, gen, -1.0, 1.0).to_vector();
+        std::vector<double> o = Tensor<double>::rand({count, d, n}, gen, -2.5, 2.5).to_vector();
+        std::vector<double> g = Tensor<double>::rand({count, d}, gen, 0.0, 1.0).to_vector();
+        for (std::int64_t i = 0; i < count; ++i) {
+          for (int s = 0; s < d; ++s) {
+            double* row = o.data() + (i * d + s) * n;
+            if ((i + s) % 3 == 0) {  // an integral step (double-double in exact mode), gate 0 or 1
+              for (int j = 0; j < n; ++j) row[j] = std::round(row[j]);
+              g[static_cast<std::size_t>(i * d + s)] = static_cast<double>((i + s) % 2);
+            }
+          }
+          if (i % 4 == 1) vm[static_cast<std::size_t>(i * n)] = 0;  // a zero magnitude
+          if (i % 5 == 2) vs[static_cast<std::size_t>(i * n + 1)] = 1;
+        }
+        const std::vector<Tensor<double>> in{
+            Tensor<double>::from(vm, {count, n}), Tensor<double>::from(vs, {count, n}),
+            Tensor<double>::from(o, {count, d, n}), Tensor<double>::from(g, {count, d})};
+        const Tensor<double> w = Tensor<double>::rand({count}, gen, 0.5, 1.5);
+        std::vector<Var<double>> a;
+        for (const auto& t : in) a.emplace_back(t, true);
+        const auto y = dag::execute(a[0], a[1], a[2], a[3], sem);
+        y.backward(w);
+        const auto values = dag::execute_values(dag::DagPlan<double>{in[0], in[1], in[2], in[3]}, sem);
+        CHECK(values.to_vector() == y.value().to_vector());
+        for (std::int64_t i = 0; i < count; ++i) {
+          INFO("DAG " << i);
+          std::vector<Var<double>> b;
+          for (const auto& t : in) b.emplace_back(t.narrow(0, i, 1).clone(), true);
+          const auto yi = dag::execute(b[0], b[1], b[2], b[3], sem);
+          yi.backward(w.narrow(0, i, 1).clone());
+          CHECK(yi.value().item() == y.value().to_vector()[static_cast<std::size_t>(i)]);
+          for (std::size_t k = 0; k < 4; ++k) {
+            INFO("input " << k);
+            CHECK(b[k].grad().to_vector() == a[k].grad().narrow(0, i, 1).to_vector());
+          }
+        }
+        // no gradient for the intermediate slots and the masked O entries, in every lane
+        const int n_init = layout.n_init;
+        CHECK(max(abs(a[0].grad().narrow(-1, n_init, d))).item() == 0.0);
+        CHECK(max(abs(a[1].grad().narrow(-1, n_init, d))).item() == 0.0);
+        for (int s = 0; s < d; ++s)
+          CHECK(max(abs(a[2].grad().select(-2, s).narrow(-1, n_init + s, d - s))).item() == 0.0);
+      }
+    }
+  }
+}
+
 TEST_CASE("execute: float plans, shape errors", "[dag]") {
   auto p = plan_of("-4.0*(1.5 - 2.0*3.0)").to<float>();
   CHECK(dag::execute_values(p).item() == 18.0F);

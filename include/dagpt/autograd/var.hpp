@@ -88,13 +88,16 @@ struct VarImpl {
 
 namespace detail {
 // into += g. A gradient stored on a Var (leaf or retained) is its own copy, so that optimizers may
-// update it in place; gradients in flight may alias each other (nothing writes to them).
+// update it in place; gradients in flight may alias each other (nothing writes to them). A gradient
+// whose buffer nothing else holds (a backward's fresh result) is taken as it is: no one else can see it.
 template <typename T>
 void accumulate(Tensor<T>& into, const Tensor<T>& g, bool own = false) {
   if (into.defined()) {
     into = add(into, g);
   } else {
-    into = own ? g.clone() : g;
+    const bool sole = g.storage() != nullptr && g.storage().use_count() == 1 && g.is_contiguous() &&
+                      g.offset() == 0 && g.numel() == g.storage()->size();
+    into = own && !sole ? g.clone() : g;
   }
 }
 }  // namespace detail

@@ -1,6 +1,6 @@
 // The DAG executor: runs a DagPlan and returns the value of every plan, as one fused autograd Function
-// (forward and a hand-written backward; nothing is saved but the inputs, the backward recomputes the
-// few values it needs per DAG). Computes in double over all plans; the output has the inputs' type.
+// (forward and a hand-written backward; the forward saves a small per-DAG workspace that the backward
+// reads). Computes in double over all plans; the output has the inputs' type.
 //
 // Step s reads slots j < n_init + s (the causal mask) and writes slot n_init + s. With g = G[s]:
 //
@@ -17,6 +17,9 @@
 //   value:   v = g * clamp(R, +-1e28) + (1 - g) * sign(P) * min(|P|, 1e28)   (HEAD's upper clamps)
 //   A factor that is exactly zero with o_j > 0 makes the product exactly 0 (x * 0 = 0, not 1e-12), and
 //   gives no gradient through the product; a zero divisor gives 1e28.
+//   A step whose coefficients are all small integers (every encoded plan) is computed in double-double
+//   (sums, and products by repeated multiplication), so an encoded plan's result is its exact value up
+//   to one final rounding; other steps (predictions) take exp/log in double.
 //
 // Reference semantics (REFERENCE.md §2, number for number): mixed_j = ln(max(M_j,1e-12))(1-g) + S_j M_j g,
 //   R = sum_j o_j mixed_j, sign = g tanh(R/1e-4) + (1-g) tanh(prod_j (2 S_j |o_j| + 1) / 1e-4),
@@ -25,15 +28,34 @@
 //
 // Gradients reach all four inputs; masked (future) O entries and the intermediate slots of V_mag and
 // V_sign get zero (they are never read).
+//
+// Implementation: DAGs run in blocks of kLanes side by side, one DAG per SIMD lane (GCC/Clang vector
+// extensions), each value in two vector registers (two independent dependency chains): 8 lanes where the
+// compiler may use AVX (e.g. -march=native), else 4 (SSE2, NEON). exp and log are fdlibm's algorithms on
+// vectors (error < 1 ulp; lanes outside their fast range go to std::exp/std::log); tanh saturates to +-1
+// from |x| >= 20 on and is computed on vectors below (a few ulp). A batch that is not a multiple of kLanes
+// fills its last block with copies of its last DAG (computed, and stored again with the same values).
+// Double-double steps run lane by lane. With AVX, rows of O and of the gradients move four doubles at a
+// time (transposed in registers), and gradients of large batches are stored non-temporally.
 #pragma once
 
 #include <algorithm>
-#include <array>
+#include <cfloat>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "dagpt/autograd/function.hpp"
 #include "dagpt/dag/plan.hpp"
+
+// The small vector functions must be inlined: a call spills every live vector register.
+#define DAGPT_DAG_INLINE [[gnu::always_inline]] inline
 
 namespace dagpt::dag {
 
@@ -47,38 +69,326 @@ namespace detail {
 inline constexpr int kMaxNodes = 2 * kMaxDepth + 1;
 inline const double kLogMagMax = std::log(kMagMax);
 
-// Triangle wave of period 2 on |o| (the parity weight) and its derivative in o.
-inline double parity_weight(double o) {
-  double a = std::abs(o);
-  if (a > 2) a = std::fmod(a, 2.0);
-  return a <= 1 ? a : 2 - a;
+// ---- lanes: kLanes doubles in two vector registers ------------------------------------------------
+// A vd holds two native vectors (4 doubles each with AVX, else 2: SSE2, NEON; a 32-byte vector passed by
+// value without AVX would change the ABI): two independent dependency chains, so that the long latency
+// of the log/exp chain of one step is hidden behind the other half's work.
+#if defined(__AVX__)
+inline constexpr int kHalf = 4;
+#else
+inline constexpr int kHalf = 2;
+#endif
+inline constexpr int kLanes = 2 * kHalf;
+typedef double vn __attribute__((vector_size(8 * kHalf)));
+typedef std::int64_t vmn __attribute__((vector_size(8 * kHalf)));
+struct vd {
+  vn a, b;
+};
+struct vi {  // lane masks: all ones (true) or zero
+  vmn a, b;
+};
+#define DAGPT_DAG_OP(V, S, OP)                                                  \
+  DAGPT_DAG_INLINE V operator OP(V x, V y) { return {x.a OP y.a, x.b OP y.b}; } \
+  DAGPT_DAG_INLINE V operator OP(V x, S y) { return {x.a OP y, x.b OP y}; }     \
+  DAGPT_DAG_INLINE V operator OP(S x, V y) { return {x OP y.a, x OP y.b}; }     \
+  DAGPT_DAG_INLINE V& operator OP##=(V& x, V y) { return x = x OP y; }
+DAGPT_DAG_OP(vd, double, +)
+DAGPT_DAG_OP(vd, double, -)
+DAGPT_DAG_OP(vd, double, *)
+DAGPT_DAG_OP(vd, double, /)
+DAGPT_DAG_OP(vi, std::int64_t, +)
+DAGPT_DAG_OP(vi, std::int64_t, -)
+DAGPT_DAG_OP(vi, std::int64_t, &)
+DAGPT_DAG_OP(vi, std::int64_t, |)
+#undef DAGPT_DAG_OP
+DAGPT_DAG_INLINE vd operator-(vd x) { return {-x.a, -x.b}; }
+DAGPT_DAG_INLINE vi operator~(vi x) { return {~x.a, ~x.b}; }
+DAGPT_DAG_INLINE vi operator<<(vi x, int k) { return {x.a << k, x.b << k}; }
+DAGPT_DAG_INLINE vi operator>>(vi x, int k) { return {x.a >> k, x.b >> k}; }
+
+DAGPT_DAG_INLINE vd splat(double x) { return {vn{} + x, vn{} + x}; }
+DAGPT_DAG_INLINE vi splati(std::int64_t x) { return {vmn{} + x, vmn{} + x}; }
+DAGPT_DAG_INLINE vd as_d(vi x) { return {(vn)x.a, (vn)x.b}; }  // bit casts
+DAGPT_DAG_INLINE vi as_i(vd x) { return {(vmn)x.a, (vmn)x.b}; }
+DAGPT_DAG_INLINE vi lt(vd x, vd y) { return {(vmn)(x.a < y.a), (vmn)(x.b < y.b)}; }
+DAGPT_DAG_INLINE vi le(vd x, vd y) { return {(vmn)(x.a <= y.a), (vmn)(x.b <= y.b)}; }
+DAGPT_DAG_INLINE vi eq(vd x, vd y) { return {(vmn)(x.a == y.a), (vmn)(x.b == y.b)}; }
+DAGPT_DAG_INLINE vd sel(vi m, vd a, vd b) { return as_d((as_i(a) & m) | (as_i(b) & ~m)); }  // m ? a : b
+DAGPT_DAG_INLINE double lane(const vd& v, int l) { return l < kHalf ? v.a[l] : v.b[l - kHalf]; }
+DAGPT_DAG_INLINE std::int64_t lane(const vi& v, int l) { return l < kHalf ? v.a[l] : v.b[l - kHalf]; }
+DAGPT_DAG_INLINE void set_lane(vd& v, int l, double x) {
+  if (l < kHalf) {
+    v.a[l] = x;
+  } else {
+    v.b[l - kHalf] = x;
+  }
 }
-inline double parity_weight_grad(double o) {
-  double a = std::abs(o);
-  if (a > 2) a = std::fmod(a, 2.0);
-  const double s = o > 0 ? 1.0 : (o < 0 ? -1.0 : 0.0);
-  return a <= 1 ? s : -s;
+DAGPT_DAG_INLINE bool any(vi m) {
+  std::int64_t r = 0;
+  for (int l = 0; l < kLanes; ++l) r |= lane(m, l);
+  return r != 0;
+}
+DAGPT_DAG_INLINE bool all(vi m) {
+  std::int64_t r = -1;
+  for (int l = 0; l < kLanes; ++l) r &= lane(m, l);
+  return r != 0;
+}
+DAGPT_DAG_INLINE vd vabs(vd x) { return as_d(as_i(x) & splati(INT64_MAX)); }
+DAGPT_DAG_INLINE vd vmin(vd a, vd b) { return sel(lt(b, a), b, a); }  // std::min(a, b)
+DAGPT_DAG_INLINE vd vmax(vd a, vd b) { return sel(lt(a, b), b, a); }  // std::max(a, b)
+DAGPT_DAG_INLINE vd vsign(vd x) {
+  return sel(lt(splat(0), x), splat(1), sel(lt(x, splat(0)), splat(-1), splat(0)));
+}
+DAGPT_DAG_INLINE vd vload(const double* p) {
+  vd v;
+  std::memcpy(&v.a, p, sizeof v.a);
+  std::memcpy(&v.b, p + kHalf, sizeof v.b);
+  return v;
+}
+DAGPT_DAG_INLINE void vstore(double* p, vd v) {
+  std::memcpy(p, &v.a, sizeof v.a);
+  std::memcpy(p + kHalf, &v.b, sizeof v.b);
 }
 
-// One DAG's inputs (raw rows) and its layout.
-template <typename T>
-struct DagView {
-  const T* vmag;
-  const T* vsign;
-  const T* o;
-  const T* g;
-};
-template <typename T>
-struct DagGrad {
-  T* vmag;  // may be null when not needed
-  T* vsign;
-  T* o;
-  T* g;
-};
+// The scalar results for the rare lanes that the vector paths do not cover (kept out of line, so that
+// the hot paths need no call and no register spill).
+enum class Libm { log, exp };
+[[gnu::noinline, gnu::cold]] inline void fix_lanes(Libm f, const double* x, const std::int64_t* ok,
+                                                   double* r) {
+  for (int l = 0; l < kLanes; ++l) {
+    if (ok[l] == 0) r[l] = f == Libm::log ? std::log(x[l]) : std::exp(x[l]);
+  }
+}
+template <Libm F>
+DAGPT_DAG_INLINE vd fixed(vd r, vd x, vi ok) {
+  if (!all(ok)) {
+    double xs[kLanes];
+    double rs[kLanes];
+    std::int64_t oks[kLanes];
+    std::memcpy(xs, &x, sizeof xs);
+    std::memcpy(rs, &r, sizeof rs);
+    std::memcpy(oks, &ok, sizeof oks);
+    fix_lanes(F, xs, oks, rs);
+    std::memcpy(&r, rs, sizeof rs);
+  }
+  return r;
+}
 
-// Double-double numbers (hi + lo, |lo| <= ulp(hi)/2): the exact semantics carries every node's value
-// this way through the forward pass, so that an encoded plan's result is its exact value up to one
-// final rounding even when a later step cancels (936k - 935.6k). The backward pass needs only hi.
+// log(x) for positive normal x (fdlibm's e_log.c on vectors; error < 1 ulp).
+DAGPT_DAG_INLINE vd vlog_normal(vd x) {
+  const vi bits = as_i(x);
+  vi ex = bits >> 52;
+  vd m = as_d((bits & splati(0x000FFFFFFFFFFFFF)) | splati(0x3FF0000000000000));  // [1, 2)
+  const vi big = lt(splat(M_SQRT2), m);
+  m = sel(big, m * 0.5, m);  // [sqrt(2)/2, sqrt(2))
+  ex -= big;                 // + 1 where halved
+  const vd e = (as_d(ex | splati(0x4330000000000000)) - 4503599627370496.0) - 1023.0;
+  const vd f = m - 1.0;
+  const vd s = f / (2.0 + f);
+  const vd z = s * s;
+  const vd w = z * z;
+  const vd t1 =
+      w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+  const vd t2 =
+      z * (6.666666666666735130e-01 +
+           w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+  const vd r = t2 + t1;
+  const vd hfsq = 0.5 * f * f;
+  return e * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + r) + e * 1.90821492927058770002e-10)) - f);
+}
+DAGPT_DAG_INLINE vd vlog(vd x) {
+  const vi ok = le(splat(DBL_MIN), x) & le(x, splat(DBL_MAX));
+  return fixed<Libm::log>(vlog_normal(sel(ok, x, splat(1))), x, ok);
+}
+
+// fdlibm's e_exp.c kernel: c with exp(r) = 1 + r + r c / (2 - c), |r| <= ln(2)/2.
+DAGPT_DAG_INLINE vd exp_c(vd r) {
+  const vd tt = r * r;
+  return r - tt * (1.66666666666666019037e-01 +
+                   tt * (-2.77777777770155933842e-03 +
+                         tt * (6.61375632143793436117e-05 +
+                               tt * (-1.65339022054652515390e-06 + tt * 4.13813679705723846039e-08))));
+}
+// exp(x) for |x| <= 708 (e_exp.c on vectors; error < 1 ulp).
+DAGPT_DAG_INLINE vd vexp_core(vd x) {
+  const vd shift = splat(6755399441055744.0);  // 1.5 * 2^52: adding it rounds to an integer
+  const vd t = x * 1.44269504088896338700e+00 + shift;
+  const vd kd = t - shift;
+  const vi k = as_i(t) - as_i(shift);
+  const vd hi = x - kd * 6.93147180369123816490e-01;  // exact
+  const vd lo = kd * 1.90821492927058770002e-10;
+  const vd r = hi - lo;
+  const vd c = exp_c(r);
+  const vd y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+  return y * as_d((k + 1023) << 52);  // |k| <= 1022: 2^k is a normal number
+}
+DAGPT_DAG_INLINE vd vexp(vd x) {
+  const vi ok = le(vabs(x), splat(708));
+  return fixed<Libm::exp>(vexp_core(sel(ok, x, splat(0))), x, ok);
+}
+
+// tanh, exactly +-1 from |x| >= 20 on (the reference's saturation). Below: -expm1(-2|x|) / (2 + expm1(-2|x|))
+// for |x| < 0.17 (expm1 from the exp kernel, no cancellation), 1 - 2 / (exp(2|x|) + 1) above; a few ulp.
+DAGPT_DAG_INLINE vd vtanh_sat(vd x) {
+  const vd a = vabs(x);
+  const vi sat = le(splat(20), a);
+  const vd sign = as_d(as_i(x) & splati(INT64_MIN));
+  vd r = splat(1);
+  if (!all(sat)) {
+    const vd u = -2.0 * vmin(a, splat(0.17));
+    const vd c = exp_c(u);
+    const vd em = u + (u * c) / (2.0 - c);  // expm1(u)
+    const vd small = vabs(em / (2.0 + em));
+    const vd large = 1.0 - 2.0 / (vexp_core(2.0 * vmin(a, splat(20))) + 1.0);
+    r = sel(sat, r, sel(lt(a, splat(0.17)), small, large));
+  }
+  return as_d(as_i(r) | as_i(sign));
+}
+
+// |o| reduced to [0, 2] as std::fmod does (exactly), only when some lane exceeds 2.
+DAGPT_DAG_INLINE vd vperiod2(vd o) {
+  vd a = vabs(o);
+  const vi over = lt(splat(2), a);
+  if (any(over)) {
+    const vd h = a * 0.5;  // exact
+    const vd big = splat(4503599627370496.0);
+    vd t = (h + big) - big;                               // nearest integer (h < 2^52) ...
+    t = sel(lt(h, t), t - 1.0, t);                        // ... truncated
+    const vd r = sel(le(big, h), splat(0), a - 2.0 * t);  // h >= 2^52: a is even
+    a = sel(over, r, a);
+  }
+  return a;
+}
+// The triangle wave of period 2 on |o| (the parity weight) and its derivative in o.
+DAGPT_DAG_INLINE vd vparity_weight(vd o) {
+  const vd a = vperiod2(o);
+  return sel(le(a, splat(1)), a, 2.0 - a);
+}
+DAGPT_DAG_INLINE vd vparity_weight_grad(vd o) {
+  const vd a = vperiod2(o);
+  const vd s = vsign(o);
+  return sel(le(a, splat(1)), s, -s);
+}
+
+// A block of kLanes DAGs: row pointers per lane; lanes past the batch point at its last DAG.
+template <typename P>
+struct Rows {
+  P* vmag[kLanes];
+  P* vsign[kLanes];
+  P* o[kLanes];
+  P* g[kLanes];
+};
+template <typename P>
+Rows<P> rows_at(P* vmag, P* vsign, P* o, P* g, std::int64_t b, std::int64_t count, int d, int n) {
+  Rows<P> r{};
+  for (int l = 0; l < kLanes; ++l) {
+    const std::int64_t i = std::min<std::int64_t>(b + l, count - 1);
+    r.vmag[l] = vmag ? vmag + i * n : nullptr;
+    r.vsign[l] = vsign ? vsign + i * n : nullptr;
+    r.o[l] = o ? o + i * d * n : nullptr;
+    r.g[l] = g ? g + i * d : nullptr;
+  }
+  return r;
+}
+template <typename T>
+DAGPT_DAG_INLINE vd ld(const T* const* p, std::int64_t k) {
+  vd v = splat(0);
+  for (int l = 0; l < kLanes; ++l) set_lane(v, l, static_cast<double>(p[l][k]));
+  return v;
+}
+// Stores every lane (a padding lane repeats the last DAG, and so stores that DAG's value again); p[0]
+// null means "not wanted".
+template <typename T>
+DAGPT_DAG_INLINE void put(T* const* p, std::int64_t k, vd v) {
+  if (p[0] == nullptr) return;
+  for (int l = 0; l < kLanes; ++l) p[l][k] = static_cast<T>(lane(v, l));
+}
+
+inline void stream_fence() {
+#if defined(__AVX__) || defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+// Rows of kLanes DAGs <-> lanes: with AVX, four consecutive doubles of each of the four rows are read
+// (or written) at once and transposed in registers; otherwise (and for float) element by element.
+#if defined(__AVX__)
+DAGPT_DAG_INLINE void transpose4(vn& a, vn& b, vn& c, vn& d) {
+  const __m256d t0 = _mm256_unpacklo_pd((__m256d)a, (__m256d)b);  // a0 b0 a2 b2
+  const __m256d t1 = _mm256_unpackhi_pd((__m256d)a, (__m256d)b);  // a1 b1 a3 b3
+  const __m256d t2 = _mm256_unpacklo_pd((__m256d)c, (__m256d)d);
+  const __m256d t3 = _mm256_unpackhi_pd((__m256d)c, (__m256d)d);
+  a = (vn)_mm256_permute2f128_pd(t0, t2, 0x20);
+  b = (vn)_mm256_permute2f128_pd(t1, t3, 0x20);
+  c = (vn)_mm256_permute2f128_pd(t0, t2, 0x31);
+  d = (vn)_mm256_permute2f128_pd(t1, t3, 0x31);
+}
+// Elements [j, j + 4) of rows q[0..3] -> four vectors of the four rows' elements j, j + 1, j + 2, j + 3.
+DAGPT_DAG_INLINE void load4(const double* const* q, std::int64_t at, vn* out) {
+  vn a = (vn)_mm256_loadu_pd(q[0] + at);
+  vn b = (vn)_mm256_loadu_pd(q[1] + at);
+  vn c = (vn)_mm256_loadu_pd(q[2] + at);
+  vn d = (vn)_mm256_loadu_pd(q[3] + at);
+  transpose4(a, b, c, d);
+  out[0] = a;
+  out[1] = b;
+  out[2] = c;
+  out[3] = d;
+}
+DAGPT_DAG_INLINE void store4(double* const* q, std::int64_t at, vn a, vn b, vn c, vn d, bool stream) {
+  transpose4(a, b, c, d);
+  const vn r[4] = {a, b, c, d};
+  for (int l = 0; l < 4; ++l) {
+    double* t = q[l] + at;
+    if (stream && (reinterpret_cast<std::uintptr_t>(t) & 31U) == 0) {
+      _mm256_stream_pd(t, (__m256d)r[l]);
+    } else {
+      _mm256_storeu_pd(t, (__m256d)r[l]);
+    }
+  }
+}
+#endif
+// out[j] = element base + j of every lane, j < na (rows hold n >= na elements).
+template <typename T>
+DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int n, vd* out) {
+  int j = 0;
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, double>) {
+    for (; j < na && j + 4 <= n; j += 4) {
+      vn lo[4];
+      vn hi[4];
+      load4(p, base + j, lo);
+      load4(p + 4, base + j, hi);
+      for (int k = 0; k < 4; ++k) out[j + k] = vd{lo[k], hi[k]};
+    }
+  }
+#else
+  (void)n;
+#endif
+  for (; j < na; ++j) out[j] = ld(p, base + j);
+}
+// Element base + j of every lane = v[j], j < n; streamed (non-temporal) where aligned when `stream`.
+template <typename T>
+DAGPT_DAG_INLINE void store_row(T* const* p, std::int64_t base, int n, const vd* v, bool stream) {
+  if (p[0] == nullptr) return;
+  int j = 0;
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, double>) {
+    for (; j + 4 <= n; j += 4) {
+      store4(p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a, stream);
+      store4(p + 4, base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b, stream);
+    }
+  }
+#else
+  (void)stream;
+#endif
+  for (; j < n; ++j) put(p, base + j, v[j]);
+}
+
+// ---- exact semantics ------------------------------------------------------------------------------
+// Double-double numbers (hi + lo, |lo| <= ulp(hi)/2): integral steps carry every node's value this
+// way through the forward pass, so that an encoded plan's result is its exact value up to one final
+// rounding even when a later step cancels (936k - 935.6k). The backward pass needs only hi.
 struct DD {
   double hi = 0;
   double lo = 0;
@@ -109,303 +419,414 @@ inline DD dd_div(DD x, DD y) {
 inline DD dd_scale(DD x, double o) { return dd_mul(x, DD{o, 0}); }
 
 // What the exact backward pass reads from its forward pass, per DAG: the log magnitude and the value
-// of every node, and the (clamped) product magnitude of every step. With these the backward pass
-// recomputes the rest without a single exp or log.
+// of every node, and the (clamped) product magnitude of every step (kLanes doubles per entry).
 inline int exact_workspace(int d, int n) { return 2 * n + d; }
 
-// A small integer coefficient (every encoded plan has only these): its product is taken by
-// multiplication, in double-double.
-inline bool small_integer(double o) { return o == std::nearbyint(o) && std::abs(o) <= 16; }
+// The nodes of one block in the forward pass.
+struct ExactNodes {
+  vd vh[kMaxNodes];   // value (hi)
+  vd vlo[kMaxNodes];  // value (lo; zero outside double-double steps)
+  vd m[kMaxNodes];    // |value|
+  vd s[kMaxNodes];    // sign(value), or V_sign for initial slots
+  vd lm[kMaxNodes];   // log m (0 where m = 0)
+};
+
+// One double-double step of lane l (all its coefficients are small integers). Returns the clamped
+// product magnitude.
+template <typename T>
+double exact_step_dd(ExactNodes& x, int na, int l, const T* row, double gate) {
+  double rlog = 0;
+  double sigma = 1;
+  bool zero_num = false;
+  bool zero_den = false;
+  DD rl;
+  DD num{1, 0};
+  DD den{1, 0};
+  for (int j = 0; j < na; ++j) {
+    const double o = static_cast<double>(row[j]);
+    if (o == 0) continue;
+    const double m = lane(x.m[j], l);
+    if (m > 0) {
+      rlog += o * lane(x.lm[j], l);
+    } else if (o > 0) {
+      zero_num = true;
+    } else {
+      zero_den = true;
+    }
+    const DD v{lane(x.vh[j], l), lane(x.vlo[j], l)};
+    rl = dd_add(rl, dd_scale(v, o));
+    const DD mag = v.hi < 0 ? DD{-v.hi, -v.lo} : v;
+    const int k = static_cast<int>(std::abs(o));
+    for (int r = 0; r < k; ++r) (o > 0 ? num : den) = dd_mul(o > 0 ? num : den, mag);
+    if (k % 2 == 1) sigma *= lane(x.s[j], l);
+  }
+  DD mag;
+  if (zero_num) {
+    mag = DD{0, 0};
+  } else if (zero_den || rlog >= kLogMagMax) {
+    mag = DD{kMagMax, 0};
+  } else {
+    mag = dd_div(num, den);
+    if (!(mag.hi < kMagMax)) mag = DD{kMagMax, 0};
+  }
+  const double lin = std::clamp(rl.hi, -kMagMax, kMagMax);
+  DD val;
+  if (gate == 1) {
+    val = lin == rl.hi ? rl : DD{lin, 0};
+  } else if (gate == 0 && (sigma == 1 || sigma == -1)) {
+    val = sigma == 1 ? mag : DD{-mag.hi, -mag.lo};
+  } else {
+    val = DD{gate * lin + (1 - gate) * sigma * mag.hi, 0};
+  }
+  const double am = std::abs(val.hi);
+  set_lane(x.vh[na], l, val.hi);
+  set_lane(x.vlo[na], l, val.lo);
+  set_lane(x.m[na], l, am);
+  set_lane(x.s[na], l, val.hi > 0 ? 1.0 : (val.hi < 0 ? -1.0 : 0.0));
+  set_lane(x.lm[na], l, am > 0 ? std::log(am) : 0.0);
+  return mag.hi;
+}
+
+// A small integer coefficient (0 included), lane by lane.
+DAGPT_DAG_INLINE vi small_integer(vd o) {
+  const vd a = vabs(o);
+  const vd big = splat(4503599627370496.0);
+  return le(a, splat(16)) & eq((a + big) - big, a);
+}
 
 template <typename T>
-double exact_forward(int d, int n_init, const DagView<T>& in, double* ws) {
+vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   const int n = n_init + d;
-  std::array<DD, kMaxNodes> v;
-  std::array<double, kMaxNodes> m;
-  std::array<double, kMaxNodes> s;
-  std::array<double, kMaxNodes> lm;
-  auto set_node = [&](int j, DD val, double mag, double sign) {
-    v[j] = val;
-    m[j] = mag;
-    s[j] = sign;
-    lm[j] = mag > 0 ? std::log(mag) : 0.0;
-  };
+  vd gates[kMaxDepth];
+  load_row(in.g, 0, d, d, gates);
+  ExactNodes x;
+  load_row(in.vmag, 0, n_init, n, x.m);
+  load_row(in.vsign, 0, n_init, n, x.s);
   for (int j = 0; j < n_init; ++j) {
-    const double mag = static_cast<double>(in.vmag[j]);
-    const double sign = static_cast<double>(in.vsign[j]);
-    set_node(j, DD{sign * mag, 0}, mag, sign);
+    const vd mag = x.m[j];
+    const vd sign = x.s[j];
+    x.vh[j] = sign * mag;
+    x.vlo[j] = splat(0);
+    x.m[j] = mag;
+    x.s[j] = sign;
+    x.lm[j] = sel(lt(splat(0), mag), vlog(sel(lt(splat(0), mag), mag, splat(1))), splat(0));
   }
+  vd orow[kMaxNodes];
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
-    const T* row = in.o + static_cast<std::ptrdiff_t>(st) * n;
-    bool integral = true;
-    for (int j = 0; j < na && integral; ++j) {
-      const double o = static_cast<double>(row[j]);
-      integral = o == 0 || small_integer(o);
-    }
-    double rlog = 0;
-    double sigma = 1;
-    bool zero_num = false;
-    bool zero_den = false;
-    DD rl;
-    DD num{1, 0};
-    DD den{1, 0};
+    const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    load_row(in.o, base, na, n, orow);
+    vi integral = splati(-1);
     for (int j = 0; j < na; ++j) {
-      const double o = static_cast<double>(row[j]);
-      if (o == 0) continue;
-      if (m[j] > 0) {
-        rlog += o * lm[j];
-      } else if (o > 0) {
-        zero_num = true;
-      } else {
-        zero_den = true;
+      integral &= small_integer(orow[j]);
+    }
+    const vd gate = gates[st];
+    vd magv = splat(0);
+    if (!all(integral)) {  // the plain-double step (predictions), all lanes
+      vd rlog = splat(0);
+      vd rl = splat(0);
+      vd sigma = splat(1);
+      vi zero_num = splati(0);
+      vi zero_den = splati(0);
+      for (int j = 0; j < na; ++j) {
+        const vd o = orow[j];
+        const vi nz = ~eq(o, splat(0));
+        const vi mzero = eq(x.m[j], splat(0));
+        rlog += as_d(as_i(o * x.lm[j]) & nz);
+        rl += as_d(as_i(o * x.vh[j]) & nz);
+        zero_num |= mzero & lt(splat(0), o);
+        zero_den |= mzero & lt(o, splat(0));
+        sigma *= 1.0 + (x.s[j] - 1.0) * vparity_weight(o);
       }
-      if (integral) {  // exact path: double-double sums and products
-        rl = dd_add(rl, dd_scale(v[j], o));
-        const DD mag = v[j].hi < 0 ? DD{-v[j].hi, -v[j].lo} : v[j];
-        const int k = static_cast<int>(std::abs(o));
-        for (int r = 0; r < k; ++r) (o > 0 ? num : den) = dd_mul(o > 0 ? num : den, mag);
-        if (k % 2 == 1) sigma *= s[j];
-      } else {  // fast path (predictions): plain double
-        rl.hi += o * v[j].hi;
-        sigma *= 1 + (s[j] - 1) * parity_weight(o);
+      const vi top = zero_den | le(splat(kLogMagMax), rlog);
+      magv = sel(zero_num, splat(0), sel(top, splat(kMagMax), vexp(vmin(rlog, splat(kLogMagMax)))));
+      const vd lin = vmin(vmax(rl, splat(-kMagMax)), splat(kMagMax));
+      const vd val = gate * lin + (1.0 - gate) * sigma * magv;
+      const vd am = vabs(val);
+      const vi pos = lt(splat(0), am);
+      x.vh[na] = val;
+      x.vlo[na] = splat(0);
+      x.m[na] = am;
+      x.s[na] = vsign(val);
+      x.lm[na] = sel(pos, vlog(sel(pos, am, splat(1))), splat(0));
+    }
+    if (any(integral)) {  // double-double, lane by lane
+      for (int l = 0; l < kLanes; ++l) {
+        if (lane(integral, l) != 0) set_lane(magv, l, exact_step_dd(x, na, l, in.o[l] + base, lane(gate, l)));
       }
     }
-    DD mag;
-    if (zero_num) {
-      mag = DD{0, 0};
-    } else if (zero_den || rlog >= kLogMagMax) {
-      mag = DD{kMagMax, 0};
-    } else if (integral) {
-      mag = dd_div(num, den);
-      if (!(mag.hi < kMagMax)) mag = DD{kMagMax, 0};
-    } else {
-      mag = DD{std::exp(rlog), 0};
-    }
-    const double lin = std::clamp(rl.hi, -kMagMax, kMagMax);
-    const double gate = static_cast<double>(in.g[st]);
-    DD val;
-    if (gate == 1) {
-      val = lin == rl.hi ? rl : DD{lin, 0};
-    } else if (gate == 0 && (sigma == 1 || sigma == -1)) {
-      val = sigma == 1 ? mag : DD{-mag.hi, -mag.lo};
-    } else {
-      val = DD{gate * lin + (1 - gate) * sigma * mag.hi, 0};
-    }
-    set_node(na, val, std::abs(val.hi), val.hi > 0 ? 1.0 : (val.hi < 0 ? -1.0 : 0.0));
-    if (ws != nullptr) ws[2 * n + st] = mag.hi;
+    if (ws != nullptr) vstore(ws + (2 * n + st) * kLanes, magv);
   }
   if (ws != nullptr) {
     for (int j = 0; j < n; ++j) {
-      ws[j] = lm[j];
-      ws[n + j] = v[j].hi;
+      vstore(ws + j * kLanes, x.lm[j]);
+      vstore(ws + (n + j) * kLanes, x.vh[j]);
     }
   }
-  return v[n - 1].hi + v[n - 1].lo;
+  return x.vh[n - 1] + x.vlo[n - 1];
 }
 
 template <typename T>
-void exact_backward(int d, int n_init, const DagView<T>& in, const double* ws, double gout,
-                    const DagGrad<T>& out) {
+void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws, vd gout, const Rows<T>& out,
+                    bool stream) {
   const int n = n_init + d;
-  const double* lm = ws;
-  const double* vh = ws + n;
-  const double* magv = ws + 2 * n;
-  std::array<double, kMaxNodes> m;
-  std::array<double, kMaxNodes> s;
+  vd gates[kMaxDepth];
+  load_row(in.g, 0, d, d, gates);
+  vd lm[kMaxNodes];
+  vd vh[kMaxNodes];
+  vd m[kMaxNodes];
+  vd s[kMaxNodes];
+  vd inv_m[kMaxNodes];
+  load_row(in.vmag, 0, n_init, n, m);
+  load_row(in.vsign, 0, n_init, n, s);
   for (int j = 0; j < n; ++j) {
-    m[j] = j < n_init ? static_cast<double>(in.vmag[j]) : std::abs(vh[j]);
-    s[j] = j < n_init ? static_cast<double>(in.vsign[j]) : (vh[j] > 0 ? 1.0 : (vh[j] < 0 ? -1.0 : 0.0));
+    lm[j] = vload(ws + j * kLanes);
+    vh[j] = vload(ws + (n + j) * kLanes);
+    if (j >= n_init) {
+      m[j] = vabs(vh[j]);
+      s[j] = vsign(vh[j]);
+    }
+    const vi pos = lt(splat(0), m[j]);
+    inv_m[j] = sel(pos, 1.0 / sel(pos, m[j], splat(1)), splat(0));
   }
-  std::array<double, kMaxNodes> dv;  // through linear use (and the value itself)
-  std::array<double, kMaxNodes> dm;  // through the log magnitude
-  std::array<double, kMaxNodes> ds;  // through the log sign (initial slots only)
-  std::array<double, kMaxNodes> f;
-  std::array<double, kMaxNodes + 1> suffix;
-  for (int j = 0; j < n; ++j) dv[j] = dm[j] = ds[j] = 0;
+  vd dv[kMaxNodes];  // through linear use (and the value itself)
+  vd dm[kMaxNodes];  // through the log magnitude
+  vd ds[kMaxNodes];  // through the log sign (initial slots only)
+  vd orow[kMaxNodes];
+  vd grow[kMaxNodes];
+  vd dgate[kMaxDepth];
+  vd f[kMaxNodes];
+  vd suffix[kMaxNodes + 1];
+  for (int j = 0; j < n; ++j) dv[j] = dm[j] = ds[j] = splat(0);
   dv[n - 1] = gout;
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
-    const T* row = in.o + static_cast<std::ptrdiff_t>(st) * n;
-    double rl = 0;
-    bool zero_num = false;
-    suffix[na] = 1;
+    const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    vd rl = splat(0);
+    vi zero_num = splati(0);
+    suffix[na] = splat(1);
+    load_row(in.o, base, na, n, orow);
     for (int j = na - 1; j >= 0; --j) {
-      const double o = static_cast<double>(row[j]);
+      const vd o = orow[j];
       rl += o * vh[j];
-      zero_num = zero_num || (o > 0 && m[j] == 0);
-      f[j] = o == 0 ? 1.0 : 1 + (s[j] - 1) * parity_weight(o);
+      zero_num |= lt(splat(0), o) & eq(m[j], splat(0));
+      f[j] = 1.0 + (s[j] - 1.0) * vparity_weight(o);
       suffix[j] = suffix[j + 1] * f[j];
     }
-    const double sigma = suffix[0];
-    const double mag = magv[st];
-    const double lin = std::clamp(rl, -kMagMax, kMagMax);
+    const vd sigma = suffix[0];
+    const vd mag = vload(ws + (2 * n + st) * kLanes);
+    const vd lin = vmin(vmax(rl, splat(-kMagMax)), splat(kMagMax));
     // the total gradient of this step's value: direct uses plus its magnitude's uses
-    const double dval = dv[na] + dm[na] * s[na];
-    const double gate = static_cast<double>(in.g[st]);
-    if (out.g) out.g[st] = static_cast<T>(dval * (lin - sigma * mag));
-    const double drl = std::abs(rl) < kMagMax ? dval * gate : 0.0;
-    const double dsigma = dval * (1 - gate) * mag;
-    const bool mag_live = !zero_num && mag < kMagMax;
-    const double drlog = mag_live ? dval * (1 - gate) * sigma * mag : 0.0;
-    T* grow = out.o ? out.o + static_cast<std::ptrdiff_t>(st) * n : nullptr;
-    double prefix = 1;
+    const vd dval = dv[na] + dm[na] * s[na];
+    const vd gate = gates[st];
+    dgate[st] = dval * (lin - sigma * mag);
+    const vd drl = as_d(as_i(dval * gate) & lt(vabs(rl), splat(kMagMax)));
+    const vd dsigma = dval * (1.0 - gate) * mag;
+    const vi mag_live = ~zero_num & lt(mag, splat(kMagMax));
+    const vd drlog = as_d(as_i(dval * (1.0 - gate) * sigma * mag) & mag_live);
+    vd prefix = splat(1);
     for (int j = 0; j < na; ++j) {
-      const double o = static_cast<double>(row[j]);
-      double dO = drl * vh[j];
-      if (m[j] > 0) dO += drlog * lm[j];
-      if (o != 0) {
-        const double df = dsigma * prefix * suffix[j + 1];
-        dO += df * (s[j] - 1) * parity_weight_grad(o);
-        dv[j] += drl * o;
-        ds[j] += df * parity_weight(o);
-        if (m[j] > 0) dm[j] += drlog * o / m[j];
-      }
-      if (grow) grow[j] = static_cast<T>(dO);
+      const vd o = orow[j];
+      const vd df = dsigma * prefix * suffix[j + 1];
+      // lm is 0 where m is 0; with o = 0 the parity terms vanish
+      grow[j] = drl * vh[j] + drlog * lm[j] + df * (s[j] - 1.0) * vparity_weight_grad(o);
+      dv[j] += drl * o;
+      ds[j] += df * vparity_weight(o);
+      dm[j] += drlog * o * inv_m[j];
       prefix *= f[j];
     }
+    for (int j = na; j < n; ++j) grow[j] = splat(0);
+    store_row(out.o, base, n, grow, stream);
   }
-  for (int j = 0; j < n_init; ++j) {
+  for (int j = 0; j < n; ++j) {
     // x = S*M; m = M; the sign factor reads S
-    if (out.vmag) out.vmag[j] = static_cast<T>(dv[j] * s[j] + dm[j]);
-    if (out.vsign) out.vsign[j] = static_cast<T>(dv[j] * m[j] + ds[j]);
+    grow[j] = j < n_init ? dv[j] * s[j] + dm[j] : splat(0);
+    f[j] = j < n_init ? dv[j] * m[j] + ds[j] : splat(0);
   }
+  store_row(out.vmag, 0, n, grow, stream);
+  store_row(out.vsign, 0, n, f, stream);
+  store_row(out.g, 0, d, dgate, stream);
 }
 
 // ---- reference semantics: one log per node; forward saves M, S, logs and per-step values for backward
-inline int reference_workspace(int d, int n) { return 3 * n + 5 * d; }
-
-inline double tanh_sat(double x) { return std::abs(x) >= 20 ? std::copysign(1.0, x) : std::tanh(x); }
+inline int reference_workspace(int d, int n) { return 3 * n + 4 * d; }
 
 template <typename T>
-double reference_forward(int d, int n_init, const DagView<T>& in, double* ws) {
+vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   const int n = n_init + d;
-  double* M = ws;
-  double* S = ws + n;
-  double* L = ws + 2 * n;
-  double* st5 = ws + 3 * n;
+  vd gates[kMaxDepth];
+  load_row(in.g, 0, d, d, gates);
+  vd M[kMaxNodes];
+  vd S[kMaxNodes];
+  vd L[kMaxNodes];
+  vd orow[kMaxNodes];
+  load_row(in.vmag, 0, n_init, n, M);
+  load_row(in.vsign, 0, n_init, n, S);
   for (int j = 0; j < n_init; ++j) {
-    M[j] = static_cast<double>(in.vmag[j]);
-    S[j] = static_cast<double>(in.vsign[j]);
-    L[j] = std::log(std::max(M[j], 1e-12));
+    L[j] = vlog(vmax(M[j], splat(1e-12)));
   }
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
-    const T* row = in.o + static_cast<std::ptrdiff_t>(st) * n;
-    const double g = static_cast<double>(in.g[st]);
-    double R = 0;
-    double P = 1;
+    const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    const vd g = gates[st];
+    const vd g1 = 1.0 - g;
+    vd R = splat(0);
+    vd P = splat(1);
+    load_row(in.o, base, na, n, orow);
     for (int j = 0; j < na; ++j) {
-      const double o = static_cast<double>(row[j]);
-      R += o * (L[j] * (1 - g) + S[j] * M[j] * g);
-      P *= 2 * S[j] * std::abs(o) + 1;
+      const vd o = orow[j];
+      R += o * (L[j] * g1 + S[j] * M[j] * g);
+      P *= 2.0 * S[j] * vabs(o) + 1.0;
     }
-    double* sp = st5 + 5 * st;
-    sp[0] = R;
-    sp[1] = P;
-    sp[2] = tanh_sat(R / 1e-4);
-    sp[3] = tanh_sat(P / 1e-4);
-    sp[4] = std::exp(std::min(R, 100.0));
-    M[na] = g * std::abs(R) + (1 - g) * sp[4];
-    S[na] = g * sp[2] + (1 - g) * sp[3];
-    if (st + 1 < d) L[na] = std::log(std::max(M[na], 1e-12));
+    const vd slin = vtanh_sat(R / 1e-4);
+    const vd slog = vtanh_sat(P / 1e-4);
+    const vd emag = vexp(vmin(R, splat(100)));
+    M[na] = g * vabs(R) + g1 * emag;
+    S[na] = g * slin + g1 * slog;
+    L[na] = st + 1 < d ? vlog(vmax(M[na], splat(1e-12))) : splat(0);
+    if (ws != nullptr) {
+      double* sp = ws + (3 * n + 4 * st) * kLanes;
+      vstore(sp, R);
+      vstore(sp + kLanes, slin);
+      vstore(sp + 2 * kLanes, slog);
+      vstore(sp + 3 * kLanes, emag);
+    }
+  }
+  if (ws != nullptr) {
+    for (int j = 0; j < n; ++j) {
+      vstore(ws + j * kLanes, M[j]);
+      vstore(ws + (n + j) * kLanes, S[j]);
+      vstore(ws + (2 * n + j) * kLanes, L[j]);
+    }
   }
   return S[n - 1] * M[n - 1];
 }
 
 template <typename T>
-void reference_backward(int d, int n_init, const DagView<T>& in, const double* ws, double gout,
-                        const DagGrad<T>& out) {
+void reference_backward(int d, int n_init, const Rows<const T>& in, const double* ws, vd gout,
+                        const Rows<T>& out, bool stream) {
   const int n = n_init + d;
-  const double* M = ws;
-  const double* S = ws + n;
-  const double* L = ws + 2 * n;
-  const double* st5 = ws + 3 * n;
-  std::array<double, kMaxNodes> dM;
-  std::array<double, kMaxNodes> dS;
-  std::array<double, kMaxNodes> w;
-  std::array<double, kMaxNodes + 1> suffix;
-  for (int j = 0; j < n; ++j) dM[j] = dS[j] = 0;
+  vd gates[kMaxDepth];
+  load_row(in.g, 0, d, d, gates);
+  vd M[kMaxNodes];
+  vd S[kMaxNodes];
+  vd L[kMaxNodes];
+  vd X[kMaxNodes];
+  vd inv_M[kMaxNodes];  // 1/M where M >= 1e-12 (where the log is not clamped), else 0
+  for (int j = 0; j < n; ++j) {
+    M[j] = vload(ws + j * kLanes);
+    S[j] = vload(ws + (n + j) * kLanes);
+    L[j] = vload(ws + (2 * n + j) * kLanes);
+    X[j] = S[j] * M[j];
+    const vi live = le(splat(1e-12), M[j]);
+    inv_M[j] = sel(live, 1.0 / sel(live, M[j], splat(1)), splat(0));
+  }
+  vd dM[kMaxNodes];
+  vd dS[kMaxNodes];
+  vd orow[kMaxNodes];
+  vd grow[kMaxNodes];
+  vd dgate[kMaxDepth];
+  vd w[kMaxNodes];
+  vd suffix[kMaxNodes + 1];
+  for (int j = 0; j < n; ++j) dM[j] = dS[j] = splat(0);
   dS[n - 1] = gout * M[n - 1];
   dM[n - 1] = gout * S[n - 1];
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
-    const double* sp = st5 + 5 * st;
-    const double R = sp[0], slin = sp[2], slog = sp[3], emag = sp[4];
-    const double g = static_cast<double>(in.g[st]);
-    const double dSn = dS[na];
-    const double dMn = dM[na];
-    double dg = dSn * (slin - slog) + dMn * (std::abs(R) - emag);
-    const double dslin = dSn * g;
-    const double dslog = dSn * (1 - g);
-    const double sgnR = R > 0 ? 1.0 : (R < 0 ? -1.0 : 0.0);
-    double dR = dMn * (g * sgnR + (1 - g) * (R <= 100.0 ? emag : 0.0));
-    dR += dslin * (1 - slin * slin) / 1e-4;
-    const double dP = dslog * (1 - slog * slog) / 1e-4;
-    const T* row = in.o + static_cast<std::ptrdiff_t>(st) * n;
-    T* grow = out.o ? out.o + static_cast<std::ptrdiff_t>(st) * n : nullptr;
-    suffix[na] = 1;
+    const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    const double* sp = ws + (3 * n + 4 * st) * kLanes;
+    const vd R = vload(sp);
+    const vd slin = vload(sp + kLanes);
+    const vd slog = vload(sp + 2 * kLanes);
+    const vd emag = vload(sp + 3 * kLanes);
+    const vd g = gates[st];
+    const vd g1 = 1.0 - g;
+    const vd dSn = dS[na];
+    const vd dMn = dM[na];
+    vd dg = dSn * (slin - slog) + dMn * (vabs(R) - emag);
+    const vd dslin = dSn * g;
+    const vd dslog = dSn * g1;
+    vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
+    dR += dslin * (1.0 - slin * slin) / 1e-4;
+    const vd dP = dslog * (1.0 - slog * slog) / 1e-4;
+    suffix[na] = splat(1);
+    load_row(in.o, base, na, n, orow);
     for (int j = na - 1; j >= 0; --j) {
-      w[j] = 2 * S[j] * std::abs(static_cast<double>(row[j])) + 1;
+      w[j] = 2.0 * S[j] * vabs(orow[j]) + 1.0;
       suffix[j] = suffix[j + 1] * w[j];
     }
-    double prefix = 1;
+    vd prefix = splat(1);
     for (int j = 0; j < na; ++j) {
-      const double o = static_cast<double>(row[j]);
-      const double X = S[j] * M[j];
-      const double mixed = L[j] * (1 - g) + X * g;
-      const double dw = dP * prefix * suffix[j + 1];
-      const double sgno = o > 0 ? 1.0 : (o < 0 ? -1.0 : 0.0);
-      if (grow) grow[j] = static_cast<T>(dR * mixed + dw * 2 * S[j] * sgno);
-      const double dmixed = dR * o;
-      dg += dmixed * (X - L[j]);
-      const double dX = dmixed * g;
-      const double dL = dmixed * (1 - g);
-      dS[j] += dw * 2 * std::abs(o) + dX * M[j];
-      dM[j] += dX * S[j] + (M[j] >= 1e-12 ? dL / M[j] : 0.0);
+      const vd o = orow[j];
+      const vd mixed = L[j] * g1 + X[j] * g;
+      const vd dw = dP * prefix * suffix[j + 1];
+      grow[j] = dR * mixed + dw * 2.0 * S[j] * vsign(o);
+      const vd dmixed = dR * o;
+      dg += dmixed * (X[j] - L[j]);
+      const vd dX = dmixed * g;
+      const vd dL = dmixed * g1;
+      dS[j] += dw * 2.0 * vabs(o) + dX * M[j];
+      dM[j] += dX * S[j] + dL * inv_M[j];
       prefix *= w[j];
     }
-    if (out.g) out.g[st] = static_cast<T>(dg);
+    for (int j = na; j < n; ++j) grow[j] = splat(0);
+    store_row(out.o, base, n, grow, stream);
+    dgate[st] = dg;
   }
-  for (int j = 0; j < n_init; ++j) {
-    if (out.vmag) out.vmag[j] = static_cast<T>(dM[j]);
-    if (out.vsign) out.vsign[j] = static_cast<T>(dS[j]);
-  }
+  for (int j = n_init; j < n; ++j) dM[j] = dS[j] = splat(0);
+  store_row(out.vmag, 0, n, dM, stream);
+  store_row(out.vsign, 0, n, dS, stream);
+  store_row(out.g, 0, d, dgate, stream);
+}
+
+inline constexpr std::int64_t kStreamBytes = std::int64_t{4} << 20;
+inline std::int64_t blocks(std::int64_t count) { return (count + kLanes - 1) / kLanes; }
+inline int workspace_per_dag(Semantics sem, int d, int n) {
+  return sem == Semantics::exact ? exact_workspace(d, n) : reference_workspace(d, n);
 }
 
 template <typename T>
-DagView<T> view_at(const DagPlan<T>& p, std::int64_t i, int d, int n) {
-  return {p.V_mag.data() + i * n, p.V_sign.data() + i * n, p.O.data() + i * d * n, p.G.data() + i * d};
+void check_size(const DagPlan<T>& p, const char* op) {
+  if (p.depth() > kMaxDepth)
+    dagpt::detail::raise<ValueError>("{}: depth {} exceeds the maximum {}", op, p.depth(), kMaxDepth);
+  if (p.nodes() > kMaxNodes) {
+    dagpt::detail::raise<ValueError>("{}: {} nodes (V_mag's last axis) exceed the maximum {}", op, p.nodes(),
+                                     kMaxNodes);
+  }
+}
+
+// Runs contiguous plans; ws (blocks(count) * kLanes * workspace_per_dag doubles) receives what the
+// backward pass needs, when not null.
+template <typename T>
+void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
+  const int d = p.depth();
+  const int n = p.nodes();
+  const std::int64_t count = p.count();
+  const std::int64_t wb = static_cast<std::int64_t>(workspace_per_dag(sem, d, n)) * kLanes;
+  parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t k = b; k < e; ++k) {
+      const auto in =
+          rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), k * kLanes, count, d, n);
+      double* w = ws != nullptr ? ws + k * wb : nullptr;
+      const vd v =
+          sem == Semantics::exact ? exact_forward(d, n - d, in, w) : reference_forward(d, n - d, in, w);
+      for (int l = 0; l < kLanes && k * kLanes + l < count; ++l)
+        out[k * kLanes + l] = static_cast<T>(lane(v, l));
+    }
+  });
 }
 
 }  // namespace detail
 
 // Runs plans without recording a graph: the value of each plan, shape = the plans' batch shape.
-// `workspace`, when given and defined ([count, 2N + d] doubles), receives what the exact backward needs.
 template <typename T>
-Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::exact,
-                         Tensor<double>* workspace = nullptr) {
+Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::exact) {
   plan_in.check("execute");
   const DagPlan<T> p{plan_in.V_mag.contiguous(), plan_in.V_sign.contiguous(), plan_in.O.contiguous(),
                      plan_in.G.contiguous()};
-  const int d = p.depth();
-  const int n = p.nodes();
-  if (d > kMaxDepth)
-    dagpt::detail::raise<ValueError>("execute: depth {} exceeds the maximum {}", d, kMaxDepth);
+  detail::check_size(p, "execute");
   Tensor<T> out = Tensor<T>::empty(p.batch_shape());
-  T* o = out.data();
-  const std::int64_t count = p.count();
-  double* w = workspace != nullptr && workspace->defined() ? workspace->data() : nullptr;
-  const int wn = sem == Semantics::exact ? detail::exact_workspace(d, n) : detail::reference_workspace(d, n);
-  parallel_for(count, count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
-    std::array<double, 3 * detail::kMaxNodes + 5 * kMaxDepth> scratch;
-    for (std::int64_t i = b; i < e; ++i) {
-      const auto v = detail::view_at(p, i, d, n);
-      o[i] = static_cast<T>(sem == Semantics::exact
-                                ? detail::exact_forward(d, n - d, v, w ? w + i * wn : nullptr)
-                                : detail::reference_forward(d, n - d, v, w ? w + i * wn : scratch.data()));
-    }
-  });
+  detail::forward_all(p, sem, out.data(), nullptr);
   return out;
 }
 
@@ -417,14 +838,15 @@ class Executor : public Function<T> {
 
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     DagPlan<T> p{in[0].contiguous(), in[1].contiguous(), in[2].contiguous(), in[3].contiguous()};
+    detail::check_size(p, "execute");
     bool any = false;
     for (std::size_t k = 0; k < 4; ++k) any = any || this->needs_input_grad(k);
     if (any) {
-      workspace_ = Tensor<double>::empty(
-          {p.count(), sem_ == Semantics::exact ? detail::exact_workspace(p.depth(), p.nodes())
-                                               : detail::reference_workspace(p.depth(), p.nodes())});
+      workspace_ = Tensor<double>::empty({detail::blocks(p.count()) * detail::kLanes *
+                                          detail::workspace_per_dag(sem_, p.depth(), p.nodes())});
     }
-    Tensor<T> out = execute_values(p, sem_, &workspace_);
+    Tensor<T> out = Tensor<T>::empty(p.batch_shape());
+    detail::forward_all(p, sem_, out.data(), any ? workspace_.data() : nullptr);
     if (any) this->save_for_backward({p.V_mag, p.V_sign, p.O, p.G});
     return {out};
   }
@@ -435,25 +857,33 @@ class Executor : public Function<T> {
     const int d = p.depth();
     const int n = p.nodes();
     const Tensor<T> g = grad[0].contiguous();
-    std::vector<Tensor<T>> out(4);
+    std::vector<Tensor<T>> out(4);  // every entry is written (zero where no gradient flows)
     for (std::size_t k = 0; k < 4; ++k) {
-      if (this->needs_input_grad(k)) out[k] = Tensor<T>::zeros(s[k].shape());
+      if (this->needs_input_grad(k)) out[k] = Tensor<T>::empty(s[k].shape());
     }
     auto ptr = [&out](std::size_t k) { return out[k].defined() ? out[k].data() : nullptr; };
     const std::int64_t count = p.count();
-    parallel_for(count, count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) {
-        const auto v = detail::view_at(p, i, d, n);
-        const detail::DagGrad<T> gr{ptr(0) ? ptr(0) + i * n : nullptr, ptr(1) ? ptr(1) + i * n : nullptr,
-                                    ptr(2) ? ptr(2) + i * d * n : nullptr, ptr(3) ? ptr(3) + i * d : nullptr};
-        const double go = static_cast<double>(g.data()[i]);
+    const std::int64_t wb = static_cast<std::int64_t>(detail::workspace_per_dag(sem_, d, n)) * detail::kLanes;
+    const T* gp = g.data();
+    // Large gradients bypass the cache (they are written once and read by the next step's optimizer).
+    const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= detail::kStreamBytes;
+    parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t k = b; k < e; ++k) {
+        const std::int64_t i = k * detail::kLanes;
+        const auto in =
+            detail::rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), i, count, d, n);
+        const auto gr = detail::rows_at<T>(ptr(0), ptr(1), ptr(2), ptr(3), i, count, d, n);
+        detail::vd go = detail::splat(0);
+        for (int l = 0; l < detail::kLanes; ++l)
+          detail::set_lane(go, l, static_cast<double>(gp[std::min(i + l, count - 1)]));
+        const double* w = workspace_.data() + k * wb;
         if (sem_ == Semantics::exact) {
-          detail::exact_backward(d, n - d, v, workspace_.data() + i * detail::exact_workspace(d, n), go, gr);
+          detail::exact_backward(d, n - d, in, w, go, gr, stream);
         } else {
-          detail::reference_backward(d, n - d, v, workspace_.data() + i * detail::reference_workspace(d, n),
-                                     go, gr);
+          detail::reference_backward(d, n - d, in, w, go, gr, stream);
         }
       }
+      detail::stream_fence();
     });
     return out;
   }
@@ -468,7 +898,7 @@ class Executor : public Function<T> {
 
  private:
   Semantics sem_;
-  Tensor<double> workspace_;  // exact semantics: per-DAG values saved by forward for backward
+  Tensor<double> workspace_;  // per-block values saved by forward for backward (detail::forward_all)
 };
 
 // The differentiable value of every plan: V_mag, V_sign [..., N], O [..., d, N], G [..., d] -> [...].
@@ -480,3 +910,5 @@ Var<T> execute(const Var<T>& V_mag, const Var<T>& V_sign, const Var<T>& O, const
 }
 
 }  // namespace dagpt::dag
+
+#undef DAGPT_DAG_INLINE
