@@ -72,6 +72,7 @@ dagpt::dag::ModelConfig model_config() {
   cfg.gpt.dropout = c.at("dropout");
   cfg.gpt.bias = c.at("bias");
   cfg.dag_depth = c.at("dag_depth");
+  cfg.sharpen_eval = false;  // the twin runs the soft plan in eval mode too
   return cfg;
 }
 

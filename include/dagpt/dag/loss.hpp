@@ -357,7 +357,8 @@ struct PlanMetrics {
   double op_accuracy = 0;     // round(O) == target over every O entry
   double gate_accuracy = 0;   // (G > 0.5) == target over the real steps only
   double exec_within = 0;     // |p - t| < tol or |p - t| / max(|t|, 1e-8) < tol
-  double plan_exact = 0;      // signs, rounded O, gates on real steps and magnitudes to the digit all right
+  double plan_exact = 0;      // rounded O, gates on real steps, signs and magnitudes (to the digit) of the
+                              // slots the steps read: all right
   double digit_accuracy = 0;  // digits head: argmax == target digit over the used, representable slots
 };
 
@@ -401,6 +402,9 @@ PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const Da
     for (int j = 0; j < n_init; ++j) {
       const bool ok = (p.V_sign.data()[i * n + j] > 0) == (t.V_sign.data()[i * n + j] > 0);
       sign_ok += ok;
+      // The plan matches when every slot a step reads has the right sign and magnitude (the others are
+      // never read, whatever they hold).
+      if (!slot_used(t.O.data() + i * d * n, d, n, j)) continue;
       const bool mag = std::abs(static_cast<double>(p.V_mag.data()[i * n + j]) - t.V_mag.data()[i * n + j]) < 0.5 * unit;
       all = all && ok && mag;
     }

@@ -8,7 +8,9 @@
 // Head, on every position's hidden state h: V_mag = |W_m h + b_m|, V_sign = tanh(W_s h + b_s),
 // O = W_o h + b_o as [d, N] row-major, G = sigmoid(W_g h + b_g). With `ste` (off by default, HEAD's
 // option) the forward pass sharpens V_sign to +-1 (>= 0 -> +1), O to round(O) and G to [G > 0.5] while the
-// backward pass uses the soft values' gradient (straight-through).
+// backward pass uses the soft values' gradient (straight-through). With `sharpen_eval` (on by default) the
+// same sharpening is applied in eval mode only, so that evaluation and prediction execute the discrete plan
+// the metrics judge (a right plan then executes to the exact value); training stays smooth.
 //
 // Magnitude heads: MagHead::direct is the reference's |W_m h + b_m| (parameters V_mag_predictor.*);
 // MagHead::digits is HEAD's digit logits (digit_predictor.*, [B, T, n_init, D, 10], dag/digits.hpp): V_mag is
@@ -37,6 +39,7 @@ struct ModelConfig {
   bool head_layout = false;  // HEAD's d + 1 initial slots instead of d
   Semantics semantics = Semantics::exact;
   bool ste = false;
+  bool sharpen_eval = true;
 
   Layout layout() const { return head_layout ? Layout::head(dag_depth) : Layout::reference(dag_depth); }
   void validate() const {
@@ -91,10 +94,10 @@ template <typename T>
 class Predictor : public nn::Module<T> {
  public:
   Predictor(std::int64_t n_embd, Layout layout, bool ste = false, MagHead head = MagHead::direct,
-            DigitFormat digits = {})
+            DigitFormat digits = {}, bool sharpen_eval = false)
       : V_sign_predictor(n_embd, layout.nodes()),
         O_predictor(n_embd, static_cast<std::int64_t>(layout.depth) * layout.nodes()), G_predictor(n_embd, layout.depth),
-        layout_(layout), ste_(ste), head_(head), digits_(digits) {
+        layout_(layout), ste_(ste), sharpen_eval_(sharpen_eval), head_(head), digits_(digits) {
     if (head == MagHead::direct) {
       V_mag_predictor = std::make_unique<nn::Linear<T>>(n_embd, layout.nodes());
       this->register_module("V_mag_predictor", *V_mag_predictor);
@@ -122,7 +125,7 @@ class Predictor : public nn::Module<T> {
       p.digit_logits = (*digit_predictor)(h).reshape(l_shape);
       p.V_mag = apply<DigitMagnitudeFn<T>, T>({p.digit_logits}, layout_.nodes(), digits_)[0];
     }
-    if (ste_) {
+    if (ste_ || (sharpen_eval_ && !this->is_training())) {
       p.V_sign = apply<detail::SteFn<T>, T>({p.V_sign}, detail::Sharpen::sign)[0];
       p.O = apply<detail::SteFn<T>, T>({p.O}, detail::Sharpen::round)[0];
       p.G = apply<detail::SteFn<T>, T>({p.G}, detail::Sharpen::gate)[0];
@@ -137,6 +140,7 @@ class Predictor : public nn::Module<T> {
  private:
   Layout layout_;
   bool ste_;
+  bool sharpen_eval_;
   MagHead head_;
   DigitFormat digits_;
 };
@@ -153,7 +157,7 @@ template <typename T>
 class PredictorModel : public nn::Module<T> {
  public:
   explicit PredictorModel(const ModelConfig& cfg, std::uint64_t seed = 42)
-      : transformer(checked(cfg).gpt, dropout_source), dag_predictor(cfg.gpt.n_embd, cfg.layout(), cfg.ste, cfg.mag_head, cfg.digits), config_(cfg) {
+      : transformer(checked(cfg).gpt, dropout_source), dag_predictor(cfg.gpt.n_embd, cfg.layout(), cfg.ste, cfg.mag_head, cfg.digits, cfg.sharpen_eval), config_(cfg) {
     this->register_module("transformer", transformer);
     this->register_module("dag_predictor", dag_predictor);
     nn::gpt_init<T>(*this, cfg.gpt.n_layer, seed);

@@ -54,6 +54,8 @@ struct TrainConfig {
   int dag_depth = 4;
   std::string layout = "reference";  // reference (d initial slots) | head (d + 1)
   std::string mag_head = "direct";   // direct (|W h + b|) | digits (HEAD's digit logits)
+  bool ste = false;                  // straight-through sharpening of V_sign, O and G (HEAD's option)
+  bool sharpen_eval = true;          // evaluate and predict with the sharpened (discrete) plan
   // data
   int max_digits = 4;
   int max_decimal_places = 4;
@@ -337,6 +339,8 @@ inline const std::vector<TrainConfig::Key>& TrainConfig::keys() {
        &C::mag_head,
        "magnitudes: direct |W h + b| or digits (digit logits)",
        {"direct", "digits"}},
+      {"ste", "model", &C::ste, "straight-through sharpening: V_sign to +-1, O rounded, G to 0/1 in the forward pass", {}},
+      {"sharpen_eval", "model", &C::sharpen_eval, "evaluate and predict with the sharpened plan (the one the metrics judge)", {}},
       {"max_digits", "data", &C::max_digits, "integer digits per number (1 .. 15)", {}},
       {"max_decimal_places", "data", &C::max_decimal_places, "decimal digits per number (0 .. 15)", {}},
       {"uniform_num_ops",

@@ -58,6 +58,8 @@ inline dag::ModelConfig model_config(const TrainConfig& c, std::int64_t vocab) {
   m.head_layout = c.layout == "head";
   m.semantics = c.loss_mode == "reference" ? dag::Semantics::reference : dag::Semantics::exact;
   m.mag_head = c.mag_head == "digits" ? dag::MagHead::digits : dag::MagHead::direct;
+  m.ste = c.ste;
+  m.sharpen_eval = c.sharpen_eval;
   m.digits = {c.max_digits, c.max_decimal_places};
   return m;
 }
@@ -347,7 +349,8 @@ class Trainer {
           log_ << "\r\033[K" << line << std::flush;
         } else {
           log_ << line << fmt::format(" | V_mag {:.4f} V_sign {:.4f} O {:.4f} G {:.4f} exec {:.4f}\n", parts[1],
-                                      parts[2], parts[3], parts[4], parts[5]);
+                                      parts[2], parts[3], parts[4], parts[5])
+               << std::flush;  // live when redirected to a file too
         }
         t_last = now;
         tokens_since = 0;
@@ -554,6 +557,7 @@ class Trainer {
         iter_, r.loss[0], 100 * r.last.exec_within, 100 * r.last.plan_exact, 100 * r.all.exec_within,
         100 * r.all.sign_accuracy, 100 * r.all.op_accuracy, 100 * r.all.gate_accuracy, r.heldout_within,
         r.heldout_scored);
+    log_.flush();
     if (metrics_.is_open()) {
       std::string seg;
       for (const auto& s : r.heldout) seg += fmt::format(R"(, "heldout/{}": {})", s.name, s.scored ? detail::jnum(static_cast<double>(s.within) / s.scored) : "null");
@@ -638,6 +642,10 @@ class Trainer {
     for (const char* k : {"tokenizer", "n_layer", "n_head", "n_embd", "block_size", "dag_depth", "layout", "bias",
                           "mag_head"}) {
       same(k);
+    }
+    if (cfg_.mag_head == "digits") {  // the digit head's width
+      same("max_digits");
+      same("max_decimal_places");
     }
     std::map<std::string, Tensor<float>> sd;
     for (auto& [name, p] : model_->named_parameters()) {
