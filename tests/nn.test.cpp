@@ -506,3 +506,35 @@ TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit 
     REQUIRE(v == Approx(std::round(v)).margin(1e-6));
   }
 }
+
+// The fused ops of nn/functional.hpp against the unfused ops they replace (values) and finite differences
+// in double (gradients), with dropout on.
+TEST_CASE("fused MLP, residual projection and token+position embedding: values and gradients", "[nn]") {
+  using namespace dagpt::nn;
+  const TD x = randn({2, 3, 4}, 11), r = randn({2, 3, 4}, 12), w1 = randn({8, 4}, 13), b1 = randn({8}, 14),
+           w2 = randn({4, 8}, 15), b2 = randn({4}, 16);
+  // MLP: r + dropout(c_proj(gelu(c_fc(x)))) equals the unfused ops with the same mask.
+  const VD fused = mlp(VD(x), VD(w1), VD(b1), VD(w2), VD(b2), draw(0.3), VD(r));
+  const VD plain = VD(r) + dropout(linear(gelu(linear(VD(x), VD(w1), VD(b1))), VD(w2), VD(b2)), draw(0.3));
+  REQUIRE(dagpt::max(dagpt::abs(fused.value() - plain.value())).item() < 1e-12);
+  require_grads([](const std::vector<VD>& v) { return mlp(v[0], v[1], v[2], v[3], v[4], draw(0.3), v[5]); },
+                {x, w1, b1, w2, b2, r});
+  require_grads([](const std::vector<VD>& v) { return mlp(v[0], v[1], VD(), v[2], VD()); }, {x, w1, w2});
+  // r + dropout(x W^T + b)
+  const TD w = randn({4, 4}, 17), b = randn({4}, 18);
+  const VD rl = residual_linear(VD(r), VD(x), VD(w), VD(b), draw(0.25, 40));
+  const VD rp = VD(r) + dropout(linear(VD(x), VD(w), VD(b)), draw(0.25, 40));
+  REQUIRE(dagpt::max(dagpt::abs(rl.value() - rp.value())).item() < 1e-12);
+  require_grads([](const std::vector<VD>& v) { return residual_linear(v[0], v[1], v[2], v[3], draw(0.25, 40)); },
+                {r, x, w, b});
+  // dropout(wte[idx] + wpe[:T])
+  auto idx = Tensor<std::int64_t>::from({0, 2, 2, 4, 1, 0}, Shape({2, 3}));
+  const TD wte = randn({5, 4}, 19), wpe = randn({6, 4}, 20);
+  const VD e = token_position_embedding(VD(wte), VD(wpe), idx, draw(0.2, 80));
+  const VD ep = dropout(embedding(VD(wte), idx) + VD(wpe).narrow(0, 0, 3), draw(0.2, 80));
+  REQUIRE(dagpt::max(dagpt::abs(e.value() - ep.value())).item() < 1e-12);
+  require_grads([&](const std::vector<VD>& v) { return token_position_embedding(v[0], v[1], idx, draw(0.2, 80)); },
+                {wte, wpe});
+  REQUIRE_THROWS_WITH(token_position_embedding(VD(wte), VD(randn({2, 4}, 21)), idx),
+                      Catch::Contains("expected [V, C] and [>= 3, C]"));
+}

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -16,6 +17,13 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define DAGPT_HAVE_MMAP 1
+#else
+#define DAGPT_HAVE_MMAP 0
+#endif
 
 #include "dagpt/core/device.hpp"
 #include "dagpt/core/error.hpp"
@@ -26,10 +34,16 @@
 namespace dagpt {
 
 namespace detail {
-// Large CPU buffers are cached when freed and reused for the next allocation of the same size: a fresh
-// 64 MB buffer from malloc is a fresh mmap, and the page faults of first touch cost more than the op
-// that fills it (a 16M-element add ran 4x slower). Small buffers go straight to malloc. The cache holds
-// at most DAGPT_CPU_CACHE_MB megabytes (default 1024); empty_cpu_cache() releases it.
+// Large CPU buffers (>= 1 MB) are cached when freed and reused for the next allocation of the same size: a
+// fresh buffer is fresh pages, and the page faults of first touch cost more than the op that fills it (a
+// 16M-element add ran 4x slower). They are mapped from the OS directly (mmap where available), so that a
+// buffer given back really leaves the process (malloc's heap would keep it). The cache never makes the
+// process hold more than its peak of live large buffers: before a fresh mapping would push live + cached
+// bytes past that peak, cached buffers (largest first) are unmapped; and a request that finds no buffer of
+// its size takes a larger cached one, whose pages past the size are unmapped. So a training loop whose
+// steps use the same sizes runs mostly from the cache, and its resident memory stays near the peak it needs. The cache also holds
+// at most DAGPT_CPU_CACHE_MB megabytes (default 1024); empty_cpu_cache() releases it. Small buffers go
+// straight to malloc.
 class CpuAllocator {
  public:
   // Never destroyed: tensors in static storage may outlive any static allocator object.
@@ -46,41 +60,82 @@ class CpuAllocator {
   }
   void* allocate(std::size_t bytes) {
     const std::size_t n = rounded(bytes);
-    if (n >= kCached) {
+    if (n < kCached) {
+      void* p = std::aligned_alloc(64, n);
+      if (p == nullptr) {
+        release();  // give the cache back and try once more
+        p = std::aligned_alloc(64, n);
+        if (p == nullptr) throw std::bad_alloc();
+      }
+      return p;
+    }
+    std::vector<std::pair<void*, std::size_t>> unmap;  // given back outside the lock
+    void* p = nullptr;
+    {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.find(n);
       if (it != free_.end()) {
-        void* p = it->second;
+        p = it->second;
         free_.erase(it);
         cached_ -= n;
-        return p;
+      } else if (auto big = free_.lower_bound(n); DAGPT_HAVE_MMAP && big != free_.end()) {
+        // A larger cached buffer: keep its first n bytes (pages already there) and unmap the rest.
+        p = big->second;
+        const std::size_t s = big->first;
+        free_.erase(big);
+        cached_ -= s;
+        unmap.emplace_back(static_cast<char*>(p) + n, s - n);
+      } else {
+        while (!free_.empty() && live_ + cached_ + n > peak_) {
+          auto last = std::prev(free_.end());
+          unmap.emplace_back(last->second, last->first);
+          cached_ -= last->first;
+          free_.erase(last);
+        }
       }
+      live_ += n;
+      peak_ = std::max(peak_, live_ + cached_);
     }
-    void* p = std::aligned_alloc(64, n);
+    for (auto& [q, m] : unmap) unmap_pages(q, m);
     if (p == nullptr) {
-      release();  // give the cache back and try once more
-      p = std::aligned_alloc(64, n);
-      if (p == nullptr) throw std::bad_alloc();
+      p = map_pages(n);
+      if (p == nullptr) {
+        release();
+        p = map_pages(n);
+        if (p == nullptr) {
+          std::lock_guard<std::mutex> lock(mu_);
+          live_ -= n;
+          throw std::bad_alloc();
+        }
+      }
     }
     return p;
   }
   void deallocate(void* p, std::size_t bytes) {
     const std::size_t n = rounded(bytes);
-    if (n >= kCached) {
+    if (n < kCached) {
+      std::free(p);
+      return;
+    }
+    {
       std::lock_guard<std::mutex> lock(mu_);
+      live_ -= n;
       if (cached_ + n <= limit_) {
         free_.emplace(n, p);
         cached_ += n;
         return;
       }
     }
-    std::free(p);
+    unmap_pages(p, n);
   }
   void release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [n, p] : free_) std::free(p);
-    free_.clear();
-    cached_ = 0;
+    std::multimap<std::size_t, void*> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      blocks.swap(free_);
+      cached_ = 0;
+    }
+    for (auto& [n, p] : blocks) unmap_pages(p, n);
   }
   std::size_t cached_bytes() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -92,9 +147,27 @@ class CpuAllocator {
   CpuAllocator() {
     if (const char* env = std::getenv("DAGPT_CPU_CACHE_MB")) limit_ = std::strtoull(env, nullptr, 10) << 20U;
   }
+  static void* map_pages(std::size_t n) {
+#if DAGPT_HAVE_MMAP
+    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+#else
+    return std::aligned_alloc(64, n);
+#endif
+  }
+  static void unmap_pages(void* p, std::size_t n) {
+#if DAGPT_HAVE_MMAP
+    ::munmap(p, n);
+#else
+    (void)n;
+    std::free(p);
+#endif
+  }
   std::mutex mu_;
   std::multimap<std::size_t, void*> free_;
   std::size_t cached_ = 0;
+  std::size_t live_ = 0;  // large buffers handed out
+  std::size_t peak_ = 0;  // the most large-buffer bytes held at once, live or cached
   std::size_t limit_ = std::size_t{1024} << 20U;
 };
 }  // namespace detail

@@ -19,6 +19,7 @@
 #include "dagpt/autograd/function.hpp"
 #include "dagpt/core/random.hpp"
 #include "dagpt/core/strided.hpp"
+#include "dagpt/nn/gemm.hpp"
 
 namespace dagpt::nn {
 
@@ -69,8 +70,73 @@ inline void dropout_keep(const Generator& gen, std::uint64_t first, std::int64_t
   });
 }
 
+// y = keep ? x * scale : 0, elementwise (on the calling thread; apply_keep splits it between threads).
+template <typename T>
+void apply_keep_serial(const T* x, const std::uint8_t* keep, T scale, T* y, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) y[i] = keep[i] != 0 ? x[i] * scale : T(0);
+}
+template <typename T>
+void apply_keep(const T* x, const std::uint8_t* keep, T scale, T* y, std::int64_t n) {
+  parallel_for(n, n * 2, [&](std::int64_t b, std::int64_t e) {
+#pragma omp simd
+    for (std::int64_t i = b; i < e; ++i) y[i] = keep[i] != 0 ? x[i] * scale : T(0);
+  });
+}
+
 // Splits [0, n) into `parts` chunks for per-chunk partial sums (deterministic, unlike per-thread ones).
 inline std::int64_t chunk_begin(std::int64_t n, std::int64_t parts, std::int64_t i) { return n * i / parts; }
+
+// The large products are split between the threads here by rows of the result, each thread running
+// gemm_acc (nn/gemm.hpp) alone on its block: Eigen's own parallel GEMM, which synchronizes its threads on
+// every packed panel, ran 3-4x slower on these shapes. Every output element is computed by one thread in
+// a fixed order, so the results do not depend on the number of threads.
+
+// Y[m, out] = X[m, k] W[out, k]^T (+ b[out]).
+template <typename T>
+void linear_forward(const T* x, const T* w, const T* b, T* y, std::int64_t m, std::int64_t k, std::int64_t out) {
+  parallel_for(m, m * k * out, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      if (b != nullptr) {
+        std::copy_n(b, out, y + r * out);
+      } else {
+        std::fill_n(y + r * out, out, T(0));
+      }
+    }
+    gemm_acc<T>(r1 - r0, out, k, {x + r0 * k, k, 1}, {w, 1, k}, y + r0 * out, out);
+  });
+}
+
+// GX[m, k] = GY[m, out] W[out, k].
+template <typename T>
+void linear_backward_input(const T* gy, const T* w, T* gx, std::int64_t m, std::int64_t k, std::int64_t out) {
+  parallel_for(m, m * k * out, [&](std::int64_t r0, std::int64_t r1) {
+    std::fill_n(gx + r0 * k, (r1 - r0) * k, T(0));
+    gemm_acc<T>(r1 - r0, k, out, {gy + r0 * out, out, 1}, {w, k, 1}, gx + r0 * k, k);
+  });
+}
+
+// GW[out, k] = GY[m, out]^T X[m, k] and gb[out] = sum over rows of GY (either may be null), split by
+// output rows; each gb[j] sums the rows in order.
+template <typename T>
+void linear_backward_params(const T* gy, const T* x, T* gw, T* gb, std::int64_t m, std::int64_t k, std::int64_t out) {
+  parallel_for(out, m * k * out, [&](std::int64_t o0, std::int64_t o1) {
+    const std::int64_t n = o1 - o0;
+    if (gw != nullptr) {
+      std::fill_n(gw + o0 * k, n * k, T(0));
+      gemm_acc<T>(n, k, m, {gy + o0, 1, out}, {x, k, 1}, gw + o0 * k, k);
+    }
+    if (gb != nullptr) {
+      T* bj = gb + o0;
+      std::fill_n(bj, n, T(0));
+      for (std::int64_t r = 0; r < m; ++r) {
+        const T* g = gy + r * out + o0;
+#pragma omp simd
+        for (std::int64_t j = 0; j < n; ++j) bj[j] += g[j];
+      }
+    }
+  });
+}
 
 }  // namespace detail
 
@@ -82,6 +148,43 @@ struct DropoutDraw {
   // Counters a tensor of n elements needs.
   static std::uint64_t counters(std::int64_t n) { return static_cast<std::uint64_t>((n + 3) / 4); }
 };
+
+namespace detail {
+// In place: y = [r +] dropout(y) for the draw (keep-flags into keep); no dropout when draw.p is 0.
+template <typename T>
+void dropout_residual(const DropoutDraw& draw, std::vector<std::uint8_t>& keep, const Tensor<T>* r, Tensor<T>& y,
+                      const char* op) {
+  const std::int64_t n = y.numel();
+  if (draw.p >= 1) dagpt::detail::raise<ValueError>("{}: dropout p = {} must be in [0, 1)", op, draw.p);
+  const bool drop = draw.p > 0;
+  if (drop) {
+    keep.resize(static_cast<std::size_t>(n));
+    dropout_keep(draw.gen, draw.first, n, draw.p, keep.data());
+    apply_keep(y.data(), keep.data(), static_cast<T>(1.0 / (1.0 - draw.p)), y.data(), n);
+  }
+  if (r != nullptr) {
+    if (r->shape() != y.shape()) {
+      dagpt::detail::raise<ShapeError>("{}: residual has shape {}, the output {}", op, r->shape().str(), y.shape().str());
+    }
+    const Tensor<T> rc = r->contiguous();
+    const T* rp = rc.data();
+    T* yp = y.data();
+    parallel_for(n, n * 2, [&](std::int64_t b, std::int64_t e) {
+#pragma omp simd
+      for (std::int64_t i = b; i < e; ++i) yp[i] = rp[i] + yp[i];
+    });
+  }
+}
+
+// The gradient through that dropout: gy itself when there was none.
+template <typename T>
+Tensor<T> dropout_grad(const DropoutDraw& draw, const std::vector<std::uint8_t>& keep, const Tensor<T>& gy) {
+  if (draw.p <= 0) return gy;
+  Tensor<T> gx = Tensor<T>::empty(gy.shape());
+  apply_keep(gy.data(), keep.data(), static_cast<T>(1.0 / (1.0 - draw.p)), gx.data(), gy.numel());
+  return gx;
+}
+}  // namespace detail
 
 // y = x W^T + b over the last axis of x. Inputs {x [..., in], W [out, in]} or {x, W, b [out]}.
 template <typename T>
@@ -97,18 +200,14 @@ class LinearFn : public Function<T> {
     ys[ys.size() - 1] = out;
     Tensor<T> y = Tensor<T>::empty(ys);
     const std::int64_t m = detail::rows_of(x);
-    detail::MapRM<T> Y(y.data(), m, out);
-    const detail::CMapRM<T> X(x.data(), m, k), W(w.data(), out, k);
+    Tensor<T> b;
     if (in.size() > 2) {
-      const Tensor<T> b = in[2].contiguous();
+      b = in[2].contiguous();
       if (b.dim() != 1 || b.size(0) != out) {
         dagpt::detail::raise<ShapeError>("linear: bias has shape {}, expected [{}]", b.shape().str(), out);
       }
-      Y.rowwise() = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data(), out);
-      Y.noalias() += X * W.transpose();
-    } else {
-      Y.noalias() = X * W.transpose();
     }
+    detail::linear_forward(x.data(), w.data(), b.data(), y.data(), m, k, out);
     this->save_for_backward({x, w});
     return {y};
   }
@@ -118,19 +217,16 @@ class LinearFn : public Function<T> {
     const Tensor<T>& w = this->saved()[1];
     const Tensor<T> gy = g[0].contiguous();
     const std::int64_t out = w.size(0), k = w.size(1), m = detail::rows_of(x);
-    const detail::CMapRM<T> GY(gy.data(), m, out), X(x.data(), m, k), W(w.data(), out, k);
     std::vector<Tensor<T>> grads(this->inputs.size());
     if (this->needs_input_grad(0)) {
       grads[0] = Tensor<T>::empty(x.shape());
-      detail::MapRM<T>(grads[0].data(), m, k).noalias() = GY * W;
+      detail::linear_backward_input(gy.data(), w.data(), grads[0].data(), m, k, out);
     }
-    if (this->needs_input_grad(1)) {
-      grads[1] = Tensor<T>::empty(w.shape());
-      detail::MapRM<T>(grads[1].data(), out, k).noalias() = GY.transpose() * X;
-    }
-    if (grads.size() > 2 && this->needs_input_grad(2)) {
-      grads[2] = Tensor<T>::empty({out});
-      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(grads[2].data(), out) = GY.colwise().sum();
+    if (this->needs_input_grad(1)) grads[1] = Tensor<T>::empty(w.shape());
+    if (grads.size() > 2 && this->needs_input_grad(2)) grads[2] = Tensor<T>::empty({out});
+    if (grads[1].defined() || (grads.size() > 2 && grads[2].defined())) {
+      detail::linear_backward_params(gy.data(), x.data(), grads[1].data(), grads.size() > 2 ? grads[2].data() : nullptr,
+                                     m, k, out);
     }
     return grads;
   }
@@ -308,6 +404,28 @@ class LayerNormFn : public Function<T> {
   double eps_;
 };
 
+namespace detail {
+// y = gelu(x) over n elements (y may be x).
+template <typename T>
+void gelu_forward(const T* x, T* y, std::int64_t n) {
+  parallel_for(n, n * 8, [&](std::int64_t b, std::int64_t e) {
+    const Eigen::Map<const ArrayX<T>> X(x + b, e - b);
+    Eigen::Map<ArrayX<T>> Y(y + b, e - b);
+    Y = T(0.5) * X * (T(1) + (X * T(M_SQRT1_2)).erf());
+  });
+}
+// gx = gy * gelu'(x) over n elements (gx may be gy).
+template <typename T>
+void gelu_backward(const T* x, const T* gy, T* gx, std::int64_t n) {
+  const T inv_sqrt_2pi = T(0.39894228040143267794);
+  parallel_for(n, n * 12, [&](std::int64_t b, std::int64_t e) {
+    const Eigen::Map<const ArrayX<T>> X(x + b, e - b), G(gy + b, e - b);
+    Eigen::Map<ArrayX<T>> D(gx + b, e - b);
+    D = G * (T(0.5) * (T(1) + (X * T(M_SQRT1_2)).erf()) + X * inv_sqrt_2pi * (T(-0.5) * X.square()).exp());
+  });
+}
+}  // namespace detail
+
 // Exact GELU: y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (Eigen's vectorized erf and exp).
 template <typename T>
 class GeluFn : public Function<T> {
@@ -315,12 +433,7 @@ class GeluFn : public Function<T> {
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     const Tensor<T> x = in[0].contiguous();
     Tensor<T> y = Tensor<T>::empty(x.shape());
-    const std::int64_t n = x.numel();
-    parallel_for(n, n * 8, [&](std::int64_t b, std::int64_t e) {
-      const Eigen::Map<const detail::ArrayX<T>> X(x.data() + b, e - b);
-      Eigen::Map<detail::ArrayX<T>> Y(y.data() + b, e - b);
-      Y = T(0.5) * X * (T(1) + (X * T(M_SQRT1_2)).erf());
-    });
+    detail::gelu_forward(x.data(), y.data(), x.numel());
     this->save_for_backward({x});
     return {y};
   }
@@ -328,16 +441,254 @@ class GeluFn : public Function<T> {
     const Tensor<T>& x = this->saved()[0];
     const Tensor<T> gy = g[0].contiguous();
     Tensor<T> gx = Tensor<T>::empty(x.shape());
-    const std::int64_t n = x.numel();
-    const T inv_sqrt_2pi = T(0.39894228040143267794);
-    parallel_for(n, n * 12, [&](std::int64_t b, std::int64_t e) {
-      const Eigen::Map<const detail::ArrayX<T>> X(x.data() + b, e - b), G(gy.data() + b, e - b);
-      Eigen::Map<detail::ArrayX<T>> D(gx.data() + b, e - b);
-      D = G * (T(0.5) * (T(1) + (X * T(M_SQRT1_2)).erf()) + X * inv_sqrt_2pi * (T(-0.5) * X.square()).exp());
-    });
+    detail::gelu_backward(x.data(), gy.data(), gx.data(), x.numel());
     return {gx};
   }
   std::string name() const override { return "GELU"; }
+};
+
+// The transformer's MLP in one op: y = [r +] dropout(gelu(x W1^T + b1) W2^T + b2). Inputs {x, W1, W2} or
+// {x, W1, b1, W2, b2}, with the residual r first when `residual`. Saves only x and the pre-activation
+// u = x W1^T + b1 (and the dropout's keep-flags); backward recomputes gelu(u) for W2's gradient, so the
+// 4C-wide activation is never kept (the unfused ops keep both u and gelu(u)), and neither are the
+// product before dropout and the dropped one (the unfused graph keeps both alive as op inputs).
+template <typename T>
+class MlpFn : public Function<T> {
+ public:
+  explicit MlpFn(DropoutDraw draw = {}, bool residual = false) : draw_(draw), res_(residual ? 1 : 0) {}
+
+  std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
+    const std::size_t o = res_;
+    const bool has_b = in.size() == 5 + o;
+    if (in.size() != 3 + o && !has_b) {
+      dagpt::detail::raise<ValueError>("mlp: expected {} or {} inputs, got {}", 3 + o, 5 + o, in.size());
+    }
+    const Tensor<T> x = in[o].contiguous();
+    const Tensor<T> w1 = in[o + 1].contiguous();
+    const Tensor<T> w2 = in[o + (has_b ? 3 : 2)].contiguous();
+    if (w1.dim() != 2 || w2.dim() != 2 || w2.size(1) != w1.size(0)) {
+      dagpt::detail::raise<ShapeError>("mlp: weights have shapes {} and {}, expected [H, C] and [C2, H]",
+                                       w1.shape().str(), w2.shape().str());
+    }
+    const std::int64_t hid = w1.size(0), c = w1.size(1), out = w2.size(0), m = detail::rows_of(x);
+    detail::require_last_dim(x, c, "mlp", "input");
+    Tensor<T> b1, b2;
+    if (has_b) {
+      b1 = in[o + 2].contiguous();
+      b2 = in[o + 4].contiguous();
+      if (b1.numel() != hid || b2.numel() != out) {
+        dagpt::detail::raise<ShapeError>("mlp: biases have {} and {} elements, expected {} and {}", b1.numel(),
+                                         b2.numel(), hid, out);
+      }
+    }
+    Shape us = x.shape(), ys = x.shape();
+    us[us.size() - 1] = hid;
+    ys[ys.size() - 1] = out;
+    Tensor<T> u = Tensor<T>::empty(us), y = Tensor<T>::empty(ys);
+    detail::linear_forward(x.data(), w1.data(), b1.data(), u.data(), m, c, hid);
+    {
+      Tensor<T> a = Tensor<T>::empty(us);
+      detail::gelu_forward(u.data(), a.data(), u.numel());
+      detail::linear_forward(a.data(), w2.data(), b2.data(), y.data(), m, hid, out);
+    }
+    detail::dropout_residual(draw_, keep_, res_ ? &in[0] : nullptr, y, "mlp");
+    this->save_for_backward({x, w1, w2, u});
+    return {y};
+  }
+
+  std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
+    const Tensor<T>& x = this->saved()[0];
+    const Tensor<T>& w1 = this->saved()[1];
+    const Tensor<T>& w2 = this->saved()[2];
+    const Tensor<T>& u = this->saved()[3];
+    const std::size_t o = res_;
+    const bool has_b = this->inputs.size() == 5 + o;
+    const std::int64_t hid = w1.size(0), c = w1.size(1), out = w2.size(0), m = detail::rows_of(x);
+    const std::size_t ix = o, iw1 = o + 1, ib1 = o + 2, iw2 = o + (has_b ? 3 : 2), ib2 = o + 4;
+    std::vector<Tensor<T>> grads(this->inputs.size());
+    if (res_ && this->needs_input_grad(0)) grads[0] = g[0];
+    const Tensor<T> gy = detail::dropout_grad(draw_, keep_, g[0].contiguous());
+    const auto want = [&](std::size_t i) { return this->needs_input_grad(i); };
+    Tensor<T> t = Tensor<T>::empty(u.shape());  // gelu(u), then the gradient of u
+    if (want(iw2) || (has_b && want(ib2))) {
+      detail::gelu_forward(u.data(), t.data(), u.numel());
+      if (want(iw2)) grads[iw2] = Tensor<T>::empty(w2.shape());
+      if (has_b && want(ib2)) grads[ib2] = Tensor<T>::empty({out});
+      detail::linear_backward_params(gy.data(), t.data(), grads[iw2].data(), has_b ? grads[ib2].data() : nullptr, m,
+                                     hid, out);
+    }
+    if (want(ix) || want(iw1) || (has_b && want(ib1))) {
+      detail::linear_backward_input(gy.data(), w2.data(), t.data(), m, hid, out);
+      detail::gelu_backward(u.data(), t.data(), t.data(), u.numel());
+      if (want(iw1)) grads[iw1] = Tensor<T>::empty(w1.shape());
+      if (has_b && want(ib1)) grads[ib1] = Tensor<T>::empty({hid});
+      if (grads[iw1].defined() || (has_b && grads[ib1].defined())) {
+        detail::linear_backward_params(t.data(), x.data(), grads[iw1].data(), has_b ? grads[ib1].data() : nullptr, m,
+                                       c, hid);
+      }
+      if (want(ix)) {
+        grads[ix] = Tensor<T>::empty(x.shape());
+        detail::linear_backward_input(t.data(), w1.data(), grads[ix].data(), m, c, hid);
+      }
+    }
+    return grads;
+  }
+  void release() override {
+    Function<T>::release();
+    keep_ = {};
+  }
+  std::string name() const override { return "MLP"; }
+
+ private:
+  DropoutDraw draw_;
+  std::size_t res_;
+  std::vector<std::uint8_t> keep_;
+};
+
+// y = r + dropout(x W^T + b): a projection, its dropout and the residual add in one op (the attention's
+// c_proj). Inputs {r, x, W} or {r, x, W, b}. Keeps x and the keep-flags only.
+template <typename T>
+class ResidualLinearFn : public Function<T> {
+ public:
+  explicit ResidualLinearFn(DropoutDraw draw = {}) : draw_(draw) {}
+  std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
+    const Tensor<T> x = in[1].contiguous();
+    const Tensor<T> w = in[2].contiguous();
+    if (w.dim() != 2) dagpt::detail::raise<ShapeError>("linear: weight must be 2-D, got {}", w.shape().str());
+    const std::int64_t out = w.size(0), k = w.size(1);
+    detail::require_last_dim(x, k, "linear", "input");
+    Tensor<T> b;
+    if (in.size() > 3) {
+      b = in[3].contiguous();
+      if (b.dim() != 1 || b.size(0) != out) {
+        dagpt::detail::raise<ShapeError>("linear: bias has shape {}, expected [{}]", b.shape().str(), out);
+      }
+    }
+    Shape ys = x.shape();
+    ys[ys.size() - 1] = out;
+    Tensor<T> y = Tensor<T>::empty(ys);
+    detail::linear_forward(x.data(), w.data(), b.data(), y.data(), detail::rows_of(x), k, out);
+    detail::dropout_residual(draw_, keep_, &in[0], y, "linear");
+    this->save_for_backward({x, w});
+    return {y};
+  }
+  std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
+    const Tensor<T>& x = this->saved()[0];
+    const Tensor<T>& w = this->saved()[1];
+    const std::int64_t out = w.size(0), k = w.size(1), m = detail::rows_of(x);
+    std::vector<Tensor<T>> grads(this->inputs.size());
+    if (this->needs_input_grad(0)) grads[0] = g[0];
+    const Tensor<T> gy = detail::dropout_grad(draw_, keep_, g[0].contiguous());
+    if (this->needs_input_grad(1)) {
+      grads[1] = Tensor<T>::empty(x.shape());
+      detail::linear_backward_input(gy.data(), w.data(), grads[1].data(), m, k, out);
+    }
+    if (this->needs_input_grad(2)) grads[2] = Tensor<T>::empty(w.shape());
+    if (grads.size() > 3 && this->needs_input_grad(3)) grads[3] = Tensor<T>::empty({out});
+    if (grads[2].defined() || (grads.size() > 3 && grads[3].defined())) {
+      detail::linear_backward_params(gy.data(), x.data(), grads[2].data(), grads.size() > 3 ? grads[3].data() : nullptr,
+                                     m, k, out);
+    }
+    return grads;
+  }
+  void release() override {
+    Function<T>::release();
+    keep_ = {};
+  }
+  std::string name() const override { return "ResidualLinear"; }
+
+ private:
+  DropoutDraw draw_;
+  std::vector<std::uint8_t> keep_;
+};
+
+// y[b, t, :] = dropout(wte[idx[b, t], :] + wpe[t, :]): token and position embeddings and the dropout in one
+// op. Inputs {wte [V, C], wpe [>= T, C]}; idx [B, T] is fixed. Keeps only the keep-flags.
+template <typename T>
+class TokenPositionEmbeddingFn : public Function<T> {
+ public:
+  TokenPositionEmbeddingFn(Tensor<std::int64_t> idx, DropoutDraw draw = {}) : idx_(idx.contiguous()), draw_(draw) {}
+
+  std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
+    const Tensor<T> wte = in[0].contiguous();
+    const Tensor<T> wpe = in[1].contiguous();
+    if (idx_.dim() != 2) dagpt::detail::raise<ShapeError>("embedding: token ids have shape {}, expected [B, T]", idx_.shape().str());
+    if (wte.dim() != 2 || wpe.dim() != 2 || wpe.size(1) != wte.size(1) || wpe.size(0) < idx_.size(1)) {
+      dagpt::detail::raise<ShapeError>("embedding: tables have shapes {} and {}, expected [V, C] and [>= {}, C]",
+                                       wte.shape().str(), wpe.shape().str(), idx_.size(1));
+    }
+    const std::int64_t v = wte.size(0), c = wte.size(1), Tn = idx_.size(1), n = idx_.numel();
+    const std::int64_t* id = idx_.data();
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (id[i] < 0 || id[i] >= v) {
+        dagpt::detail::raise<IndexError>("embedding: index {} at flat position {} of the ids {} is outside [0, {})",
+                                         id[i], i, idx_.shape().str(), v);
+      }
+    }
+    Tensor<T> y = Tensor<T>::empty({idx_.size(0), Tn, c});
+    T* out = y.data();
+    const T* te = wte.data();
+    const T* pe = wpe.data();
+    parallel_for(n, n * c, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) {
+        const T* a = te + id[i] * c;
+        const T* p = pe + (i % Tn) * c;
+        T* r = out + i * c;
+#pragma omp simd
+        for (std::int64_t j = 0; j < c; ++j) r[j] = a[j] + p[j];
+      }
+    });
+    detail::dropout_residual<T>(draw_, keep_, nullptr, y, "embedding");
+    vshape_ = wte.shape();
+    pshape_ = wpe.shape();
+    return {y};
+  }
+
+  std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
+    const Tensor<T> gy = detail::dropout_grad(draw_, keep_, g[0].contiguous());
+    const std::int64_t c = vshape_[1], Tn = idx_.size(1), n = idx_.numel(), B = idx_.size(0);
+    std::vector<Tensor<T>> grads(2);
+    const T* src = gy.data();
+    if (this->needs_input_grad(0)) {
+      grads[0] = Tensor<T>::zeros(vshape_);
+      T* dst = grads[0].data();
+      const std::int64_t* id = idx_.data();
+      // Each thread owns a column range, so no two write one element; rows are added in order.
+      parallel_for(c, n * c, [&](std::int64_t c0, std::int64_t c1) {
+        for (std::int64_t i = 0; i < n; ++i) {
+          T* row = dst + id[i] * c;
+          const T* gr = src + i * c;
+          for (std::int64_t j = c0; j < c1; ++j) row[j] += gr[j];
+        }
+      });
+    }
+    if (this->needs_input_grad(1)) {
+      grads[1] = Tensor<T>::zeros(pshape_);
+      T* dst = grads[1].data();
+      parallel_for(Tn, n * c, [&](std::int64_t t0, std::int64_t t1) {
+        for (std::int64_t t = t0; t < t1; ++t) {
+          T* row = dst + t * c;
+          for (std::int64_t b = 0; b < B; ++b) {
+            const T* gr = src + (b * Tn + t) * c;
+#pragma omp simd
+            for (std::int64_t j = 0; j < c; ++j) row[j] += gr[j];
+          }
+        }
+      });
+    }
+    return grads;
+  }
+  void release() override {
+    Function<T>::release();
+    keep_ = {};
+  }
+  std::string name() const override { return "TokenPositionEmbedding"; }
+
+ private:
+  Tensor<std::int64_t> idx_;
+  DropoutDraw draw_;
+  std::vector<std::uint8_t> keep_;
+  Shape vshape_, pshape_;
 };
 
 // y = x * keep / (1 - p). Input {x}. p = 0 or eval mode should not build this op at all.
@@ -352,16 +703,14 @@ class DropoutFn : public Function<T> {
     detail::dropout_keep(draw_.gen, draw_.first, n, draw_.p, keep_.data());
     const T scale = static_cast<T>(1.0 / (1.0 - draw_.p));
     Tensor<T> y = Tensor<T>::empty(x.shape());
-    for (std::int64_t i = 0; i < n; ++i) y.data()[i] = keep_[static_cast<std::size_t>(i)] ? x.data()[i] * scale : T(0);
+    detail::apply_keep(x.data(), keep_.data(), scale, y.data(), n);
     return {y};
   }
   std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
     const Tensor<T> gy = g[0].contiguous();
     const T scale = static_cast<T>(1.0 / (1.0 - draw_.p));
     Tensor<T> gx = Tensor<T>::empty(gy.shape());
-    for (std::int64_t i = 0; i < gy.numel(); ++i) {
-      gx.data()[i] = keep_[static_cast<std::size_t>(i)] ? gy.data()[i] * scale : T(0);
-    }
+    detail::apply_keep(gy.data(), keep_.data(), scale, gx.data(), gy.numel());
     return {gx};
   }
   void release() override {
@@ -377,8 +726,8 @@ class DropoutFn : public Function<T> {
 
 // Causal multi-head self-attention on a fused qkv tensor [B, T, 3C] (q, k, v in that order, heads of
 // C / n_head): y[b, t, h] = sum_{u <= t} softmax_u(q_t . k_u / sqrt(hs)) v_u, heads merged -> [B, T, C].
-// With a dropout draw of p > 0, dropout acts on the probabilities. Saves the probabilities (and the
-// dropped ones) for backward: 4 B H T^2 bytes per copy in float.
+// With a dropout draw of p > 0, dropout acts on the probabilities. Saves the probabilities for backward
+// (4 B H T^2 bytes in float) and the keep-flags (B H T^2 bytes); the dropped probabilities are recomputed.
 template <typename T>
 class CausalAttentionFn : public Function<T> {
  public:
@@ -395,13 +744,13 @@ class CausalAttentionFn : public Function<T> {
     Tensor<T> y = Tensor<T>::empty({B, Tn, C});
     Tensor<T> att = Tensor<T>::empty({B, H, Tn, Tn});
     const bool drop = draw_.p > 0;
-    Tensor<T> att_d = drop ? Tensor<T>::empty({B, H, Tn, Tn}) : att;
     if (drop) {
       keep_.resize(static_cast<std::size_t>(B * H * Tn * Tn));
       detail::dropout_keep(draw_.gen, draw_.first, B * H * Tn * Tn, draw_.p, keep_.data());
     }
     const T dscale = static_cast<T>(drop ? 1.0 / (1.0 - draw_.p) : 1.0);
     parallel_for(B * H, B * H * Tn * Tn * hs * 4, [&](std::int64_t p0, std::int64_t p1) {
+      detail::RowMat<T> pd(drop ? Tn : 0, drop ? Tn : 0);
       for (std::int64_t bh = p0; bh < p1; ++bh) {
         const std::int64_t b = bh / H, h = bh % H;
         const T* base = qkv.data() + b * Tn * 3 * C + h * hs;
@@ -417,23 +766,22 @@ class CausalAttentionFn : public Function<T> {
           row /= row.sum();
           P.row(t).tail(Tn - t - 1).setZero();
         }
-        detail::MapRM<T> PD(att_d.data() + bh * Tn * Tn, Tn, Tn);
-        if (drop) {
-          const std::uint8_t* kp = keep_.data() + bh * Tn * Tn;
-          for (std::int64_t i = 0; i < Tn * Tn; ++i) PD.data()[i] = kp[i] ? P.data()[i] * dscale : T(0);
-        }
         detail::StridedRM<T> Y(y.data() + b * Tn * C + h * hs, Tn, hs, Eigen::OuterStride<>(C));
-        Y.noalias() = PD * V;
+        if (drop) {
+          detail::apply_keep_serial(P.data(), keep_.data() + bh * Tn * Tn, dscale, pd.data(), Tn * Tn);
+          Y.noalias() = pd * V;
+        } else {
+          Y.noalias() = P * V;
+        }
       }
     });
-    this->save_for_backward({qkv, att, att_d});
+    this->save_for_backward({qkv, att});
     return {y};
   }
 
   std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
     const Tensor<T>& qkv = this->saved()[0];
     const Tensor<T>& att = this->saved()[1];
-    const Tensor<T>& att_d = this->saved()[2];
     const Tensor<T> gy = g[0].contiguous();
     const std::int64_t B = qkv.size(0), Tn = qkv.size(1), C = qkv.size(2) / 3, H = n_head_, hs = C / H;
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(hs)));
@@ -441,7 +789,7 @@ class CausalAttentionFn : public Function<T> {
     const T dscale = static_cast<T>(drop ? 1.0 / (1.0 - draw_.p) : 1.0);
     Tensor<T> gqkv = Tensor<T>::empty(qkv.shape());
     parallel_for(B * H, B * H * Tn * Tn * hs * 8, [&](std::int64_t p0, std::int64_t p1) {
-      detail::RowMat<T> dP(Tn, Tn);
+      detail::RowMat<T> dP(Tn, Tn), pd(drop ? Tn : 0, drop ? Tn : 0);
       for (std::int64_t bh = p0; bh < p1; ++bh) {
         const std::int64_t b = bh / H, h = bh % H;
         const std::int64_t off = b * Tn * 3 * C + h * hs;
@@ -451,8 +799,13 @@ class CausalAttentionFn : public Function<T> {
         detail::StridedRM<T> dQ(gqkv.data() + off, Tn, hs, s3), dK(gqkv.data() + off + C, Tn, hs, s3),
             dV(gqkv.data() + off + 2 * C, Tn, hs, s3);
         const detail::CStridedRM<T> dY(gy.data() + b * Tn * C + h * hs, Tn, hs, Eigen::OuterStride<>(C));
-        const detail::CMapRM<T> P(att.data() + bh * Tn * Tn, Tn, Tn), PD(att_d.data() + bh * Tn * Tn, Tn, Tn);
-        dV.noalias() = PD.transpose() * dY;  // PD is zero above the diagonal
+        const detail::CMapRM<T> P(att.data() + bh * Tn * Tn, Tn, Tn);
+        if (drop) {  // the dropped probabilities, as in forward
+          detail::apply_keep_serial(P.data(), keep_.data() + bh * Tn * Tn, dscale, pd.data(), Tn * Tn);
+          dV.noalias() = pd.transpose() * dY;
+        } else {
+          dV.noalias() = P.transpose() * dY;
+        }
         dP.noalias() = dY * V.transpose();
         if (drop) {
           const std::uint8_t* kp = keep_.data() + bh * Tn * Tn;
@@ -500,6 +853,34 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& w, const Var<T>& b = {}, double
 template <typename T>
 Var<T> gelu(const Var<T>& x) {
   return apply<GeluFn<T>, T>({x})[0];
+}
+// [r +] dropout(gelu(x W1^T + b1) W2^T + b2) as one op (MlpFn); the biases are both given or both left
+// out; r may be left undefined.
+template <typename T>
+Var<T> mlp(const Var<T>& x, const Var<T>& w1, const Var<T>& b1, const Var<T>& w2, const Var<T>& b2,
+           const DropoutDraw& draw = {}, const Var<T>& r = {}) {
+  if (b1.defined() != b2.defined()) dagpt::detail::raise<ValueError>("mlp: give both biases or neither");
+  std::vector<Var<T>> in;
+  if (r.defined()) in.push_back(r);
+  in.push_back(x);
+  in.push_back(w1);
+  if (b1.defined()) in.push_back(b1);
+  in.push_back(w2);
+  if (b2.defined()) in.push_back(b2);
+  return apply<MlpFn<T>, T>(in, draw, r.defined())[0];
+}
+// r + dropout(x W^T + b) as one op (ResidualLinearFn).
+template <typename T>
+Var<T> residual_linear(const Var<T>& r, const Var<T>& x, const Var<T>& w, const Var<T>& b = {},
+                       const DropoutDraw& draw = {}) {
+  return b.defined() ? apply<ResidualLinearFn<T>, T>({r, x, w, b}, draw)[0]
+                     : apply<ResidualLinearFn<T>, T>({r, x, w}, draw)[0];
+}
+// dropout(wte[idx] + wpe[:T]) as one op (TokenPositionEmbeddingFn).
+template <typename T>
+Var<T> token_position_embedding(const Var<T>& wte, const Var<T>& wpe, const Tensor<std::int64_t>& idx,
+                                const DropoutDraw& draw = {}) {
+  return apply<TokenPositionEmbeddingFn<T>, T>({wte, wpe}, idx, draw)[0];
 }
 template <typename T>
 Var<T> dropout(const Var<T>& x, const DropoutDraw& draw) {

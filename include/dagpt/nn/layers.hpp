@@ -101,6 +101,17 @@ class CausalSelfAttention : public Module<T> {
     const Var<T> y = c_proj(causal_self_attention(qkv, n_head, d));
     return on ? dropout(y, drop_->draw(p, y.numel())) : y;
   }
+  // r + this(x), with c_proj, its dropout and the residual add fused into one op (same masks as above).
+  Var<T> residual(const Var<T>& r, const Var<T>& x) const {
+    const Var<T> qkv = c_attn(x);
+    const bool on = this->is_training() && p > 0;
+    const DropoutDraw d = on ? drop_->draw(p, qkv.size(0) * n_head * qkv.size(1) * qkv.size(1)) : DropoutDraw{};
+    const Var<T> a = causal_self_attention(qkv, n_head, d);
+    Shape ys = a.shape();
+    ys[ys.size() - 1] = c_proj.weight.size(0);
+    const DropoutDraw d2 = on ? drop_->draw(p, ys.numel()) : DropoutDraw{};
+    return residual_linear(r, a, c_proj.weight, c_proj.bias, d2);
+  }
   Linear<T> c_attn, c_proj;
   std::int64_t n_head;
   double p;
@@ -117,9 +128,13 @@ class MLP : public Module<T> {
     this->register_module("c_fc", c_fc);
     this->register_module("c_proj", c_proj);
   }
-  Var<T> operator()(const Var<T>& x) const {
-    const Var<T> y = c_proj(gelu(c_fc(x)));
-    return this->is_training() && p > 0 ? dropout(y, drop_->draw(p, y.numel())) : y;
+  // dropout(c_proj(gelu(c_fc(x)))) [+ r], one fused op (nn::mlp).
+  Var<T> operator()(const Var<T>& x, const Var<T>& r = {}) const {
+    const bool on = this->is_training() && p > 0;
+    Shape ys = x.shape();
+    ys[ys.size() - 1] = c_proj.weight.size(0);
+    const DropoutDraw d = on ? drop_->draw(p, ys.numel()) : DropoutDraw{};
+    return nn::mlp(x, c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias, d, r);
   }
   Linear<T> c_fc, c_proj;
   double p;
@@ -139,8 +154,8 @@ class Block : public Module<T> {
     this->register_module("mlp", mlp);
   }
   Var<T> operator()(const Var<T>& x) const {
-    const Var<T> h = x + attn(ln_1(x));
-    return h + mlp(ln_2(h));
+    const Var<T> h = attn.residual(x, ln_1(x));  // x + attn(ln_1(x))
+    return mlp(ln_2(h), h);                     // h + mlp(ln_2(h))
   }
   LayerNorm<T> ln_1;
   CausalSelfAttention<T> attn;
@@ -169,8 +184,10 @@ class Transformer : public Module<T> {
     if (Tn > config_.block_size) {
       dagpt::detail::raise<ShapeError>("GPT: sequence length T = {} exceeds block_size = {}", Tn, config_.block_size);
     }
-    Var<T> x = wte(idx) + wpe.weight.narrow(0, 0, Tn);
-    if (this->is_training() && config_.dropout > 0) x = dropout(x, drop_->draw(config_.dropout, x.numel()));
+    // dropout(wte(idx) + wpe[:T]) in one op.
+    const bool on = this->is_training() && config_.dropout > 0;
+    const DropoutDraw d = on ? drop_->draw(config_.dropout, idx.numel() * config_.n_embd) : DropoutDraw{};
+    Var<T> x = token_position_embedding(wte.weight, wpe.weight, idx, d);
     for (const auto& block : h) x = (*block)(x);
     return ln_f(x);
   }

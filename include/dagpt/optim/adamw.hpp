@@ -7,6 +7,7 @@
 // DecayRule::all (the reference's single group) decays every parameter.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -62,12 +63,22 @@ class AdamW {
       const T decay = static_cast<T>(s.decay ? 1 - lr * opt_.weight_decay : 1.0);
       const T ss = static_cast<T>(step_size), sb = static_cast<T>(sqrt_bc2), eps = static_cast<T>(opt_.eps);
       const std::int64_t n = s.param.numel();
+      const T ob1 = T(1) - b1, ob2 = T(1) - b2;
       parallel_for(n, n * 8, [&](std::int64_t b, std::int64_t e) {
-        for (std::int64_t i = b; i < e; ++i) {
-          const T gi = gp[i];
-          m[i] = b1 * m[i] + (T(1) - b1) * gi;
-          v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
-          p[i] = p[i] * decay - ss * m[i] / (std::sqrt(v[i]) / sb + eps);
+        T* __restrict pp = p + b;
+        T* __restrict mp = m + b;
+        T* __restrict vp = v + b;
+        const T* __restrict gq = gp + b;
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+        for (std::int64_t i = 0; i < e - b; ++i) {
+          const T gi = gq[i];
+          const T mi = b1 * mp[i] + ob1 * gi;
+          const T vi = b2 * vp[i] + ob2 * gi * gi;
+          mp[i] = mi;
+          vp[i] = vi;
+          pp[i] = pp[i] * decay - ss * mi / (std::sqrt(vi) / sb + eps);
         }
       });
     }
@@ -94,19 +105,31 @@ class AdamW {
 // scaled by max_norm / (norm + 1e-6) when that is below 1 (as torch 1.13). Returns the norm before clipping. max_norm <= 0 only measures.
 template <typename T>
 double clip_grad_norm(const std::vector<Var<T>>& params, double max_norm) {
+  // Sums of squares over fixed chunks of 16384 elements, added in order: the same result for any number
+  // of threads (an OpenMP reduction adds the threads' partial sums in arrival order).
+  constexpr std::int64_t kChunk = 16384;
   double ss = 0;
+  std::vector<double> part;
   for (const auto& p : params) {
     const Tensor<T>& g = p.grad();
     if (!g.defined()) continue;
     const Tensor<T> gc = g.contiguous();
     const T* d = gc.data();
-    const std::int64_t n = gc.numel();
-    double local = 0;
-#ifdef _OPENMP
-#pragma omp parallel for reduction(+ : local) if (n > 65536)
-#endif
-    for (std::int64_t i = 0; i < n; ++i) local += static_cast<double>(d[i]) * d[i];
-    ss += local;
+    const std::int64_t n = gc.numel(), chunks = (n + kChunk - 1) / kChunk;
+    part.assign(static_cast<std::size_t>(chunks), 0.0);
+    parallel_for(chunks, n, [&](std::int64_t c0, std::int64_t c1) {
+      for (std::int64_t c = c0; c < c1; ++c) {
+        double acc[4] = {0, 0, 0, 0};
+        const std::int64_t e = std::min(n, (c + 1) * kChunk);
+        std::int64_t i = c * kChunk;
+        for (; i + 4 <= e; i += 4) {
+          for (int l = 0; l < 4; ++l) acc[l] += static_cast<double>(d[i + l]) * d[i + l];
+        }
+        for (; i < e; ++i) acc[0] += static_cast<double>(d[i]) * d[i];
+        part[static_cast<std::size_t>(c)] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      }
+    });
+    for (const double x : part) ss += x;
   }
   const double norm = std::sqrt(ss);
   if (max_norm > 0 && max_norm / (norm + 1e-6) < 1) {
@@ -115,7 +138,9 @@ double clip_grad_norm(const std::vector<Var<T>>& params, double max_norm) {
       const Tensor<T>& g = p.grad();
       if (!g.defined()) continue;
       T* d = g.data();  // leaf gradients are owned by the Var (autograd/var.hpp), contiguous
-      for (std::int64_t i = 0; i < g.numel(); ++i) d[i] *= scale;
+      parallel_for(g.numel(), g.numel(), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t i = b; i < e; ++i) d[i] *= scale;
+      });
     }
   }
   return norm;
