@@ -77,8 +77,8 @@ TEST_CASE("embedding: rows, scatter-add gradient into the used rows, index error
   REQUIRE(wv.grad().data()[1 * 3] == 2.0);  // row 1 used twice
   REQUIRE(wv.grad().data()[5 * 3] == 0.0);  // row 5 unused
   const auto bad = Tensor<std::int64_t>::from({1, 6}, {1, 2});
-  REQUIRE_THROWS_WITH(dagpt::nn::embedding(VD(w), bad), Catch::Contains("index 6 at flat position 1") &&
-                                                            Catch::Contains("outside [0, 6)"));
+  REQUIRE_THROWS_WITH(dagpt::nn::embedding(VD(w), bad),
+                      Catch::Contains("index 6 at flat position 1") && Catch::Contains("outside [0, 6)"));
 }
 
 TEST_CASE("layer_norm: normalised rows and gradients", "[nn]") {
@@ -89,7 +89,8 @@ TEST_CASE("layer_norm: normalised rows and gradients", "[nn]") {
     for (int j = 0; j < 7; ++j) mu += x.data()[r * 7 + j] / 7;
     for (int j = 0; j < 7; ++j) var += (x.data()[r * 7 + j] - mu) * (x.data()[r * 7 + j] - mu) / 7;
     for (int j = 0; j < 7; ++j) {
-      REQUIRE(y.value().data()[r * 7 + j] == Approx((x.data()[r * 7 + j] - mu) / std::sqrt(var + 1e-5)).epsilon(1e-12));
+      REQUIRE(y.value().data()[r * 7 + j] ==
+              Approx((x.data()[r * 7 + j] - mu) / std::sqrt(var + 1e-5)).epsilon(1e-12));
     }
   }
   require_grads([](const std::vector<VD>& v) { return dagpt::nn::layer_norm(v[0], v[1], v[2]); }, {x, w, b});
@@ -101,7 +102,8 @@ TEST_CASE("gelu: exact erf formula and gradient", "[nn]") {
   const VD y = dagpt::nn::gelu(VD(x));
   for (int i = 0; i < 50; ++i) {
     const double v = x.data()[i];
-    REQUIRE(y.value().data()[i] == Approx(0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))).epsilon(1e-13).margin(1e-15));
+    REQUIRE(y.value().data()[i] ==
+            Approx(0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))).epsilon(1e-13).margin(1e-15));
   }
   require_grads([](const std::vector<VD>& v) { return dagpt::nn::gelu(v[0]); }, {x});
 }
@@ -121,7 +123,8 @@ TEST_CASE("dropout: keeps about 1 - p, scales by 1 / (1 - p), same mask for the 
   REQUIRE(y2.value().to_vector() == y.value().to_vector());
   const VD y3 = dagpt::nn::dropout(VD(x), draw(0.25, 1000));
   REQUIRE(y3.value().to_vector() != y.value().to_vector());
-  require_grads([](const std::vector<VD>& v) { return dagpt::nn::dropout(v[0], draw(0.3)); }, {randn({3, 5}, 10)});
+  require_grads([](const std::vector<VD>& v) { return dagpt::nn::dropout(v[0], draw(0.3)); },
+                {randn({3, 5}, 10)});
   REQUIRE_THROWS_WITH(dagpt::nn::dropout(VD(x), draw(1.0)), Catch::Contains("p = 1 must be in [0, 1)"));
 }
 
@@ -131,7 +134,9 @@ TEST_CASE("causal self-attention: values against a direct computation, gradients
   const TD qkv = randn({B, T, 3 * C}, 11);
   const VD y = dagpt::nn::causal_self_attention(VD(qkv), H);
   REQUIRE(y.shape() == Shape({B, T, C}));
-  auto at = [&](std::int64_t b, std::int64_t t, std::int64_t c) { return qkv.data()[(b * T + t) * 3 * C + c]; };
+  auto at = [&](std::int64_t b, std::int64_t t, std::int64_t c) {
+    return qkv.data()[(b * T + t) * 3 * C + c];
+  };
   for (std::int64_t b = 0; b < B; ++b) {
     for (std::int64_t h = 0; h < H; ++h) {
       for (std::int64_t t = 0; t < T; ++t) {
@@ -146,15 +151,16 @@ TEST_CASE("causal self-attention: values against a direct computation, gradients
         for (auto& v : s) z += (v = std::exp(v - mx));
         for (std::int64_t i = 0; i < hs; ++i) {
           double want = 0;
-          for (std::int64_t u = 0; u <= t; ++u) want += s[static_cast<std::size_t>(u)] / z * at(b, u, 2 * C + h * hs + i);
+          for (std::int64_t u = 0; u <= t; ++u)
+            want += s[static_cast<std::size_t>(u)] / z * at(b, u, 2 * C + h * hs + i);
           REQUIRE(y.value().data()[(b * T + t) * C + h * hs + i] == Approx(want).epsilon(1e-12));
         }
       }
     }
   }
   require_grads([&](const std::vector<VD>& v) { return dagpt::nn::causal_self_attention(v[0], H); }, {qkv});
-  require_grads([&](const std::vector<VD>& v) { return dagpt::nn::causal_self_attention(v[0], H, draw(0.2)); },
-                {qkv});
+  require_grads(
+      [&](const std::vector<VD>& v) { return dagpt::nn::causal_self_attention(v[0], H, draw(0.2)); }, {qkv});
   REQUIRE_THROWS_WITH(dagpt::nn::causal_self_attention(VD(randn({1, 2, 9}, 1)), 2),
                       Catch::Contains("C divisible by 2 heads"));
 }
@@ -173,13 +179,15 @@ TEST_CASE("GPT backbone: nanoGPT parameter names, counts, shapes and config erro
   REQUIRE(std::find(names.begin(), names.end(), "transformer.h.1.mlp.c_proj.bias") != names.end());
   REQUIRE(std::find(names.begin(), names.end(), "transformer.ln_f.bias") != names.end());
   REQUIRE(names.back() == "dag_predictor.G_predictor.bias");
-  const std::int64_t C = 32, per_block = 2 * 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C);
+  const std::int64_t C = 32, per_block = 2 * 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) +
+                                         (4 * C * C + C);
   const std::int64_t head = (8 + 8 + 32 + 4) * (C + 1);
   REQUIRE(model.num_parameters() == 64 * C + 16 * C + 2 * per_block + 2 * C + head);
   // Init: c_proj weights have the smaller std, LayerNorm weights are 1, biases 0.
   auto stddev = [](const Var<float>& p) {
     double s = 0;
-    for (std::int64_t i = 0; i < p.numel(); ++i) s += static_cast<double>(p.value().data()[i]) * p.value().data()[i];
+    for (std::int64_t i = 0; i < p.numel(); ++i)
+      s += static_cast<double>(p.value().data()[i]) * p.value().data()[i];
     return std::sqrt(s / static_cast<double>(p.numel()));
   };
   REQUIRE(stddev(model.transformer.wte.weight) == Approx(0.02).epsilon(0.05));
@@ -198,24 +206,29 @@ TEST_CASE("GPT backbone: nanoGPT parameter names, counts, shapes and config erro
 
   dagpt::dag::ModelConfig bad = cfg;
   bad.gpt.n_head = 5;
-  REQUIRE_THROWS_WITH(dagpt::dag::PredictorModel<float>(bad), Catch::Contains("n_embd = 32 is not divisible by n_head = 5"));
+  REQUIRE_THROWS_WITH(dagpt::dag::PredictorModel<float>(bad),
+                      Catch::Contains("n_embd = 32 is not divisible by n_head = 5"));
   bad = cfg;
   bad.dag_depth = 0;
-  REQUIRE_THROWS_WITH(dagpt::dag::PredictorModel<float>(bad), Catch::Contains("dag_depth = 0 must be in [1, 32]"));
+  REQUIRE_THROWS_WITH(dagpt::dag::PredictorModel<float>(bad),
+                      Catch::Contains("dag_depth = 0 must be in [1, 32]"));
   bad = cfg;
   bad.gpt.dropout = 1.0;
-  REQUIRE_THROWS_WITH(dagpt::dag::PredictorModel<float>(bad), Catch::Contains("dropout = 1 must be in [0, 1)"));
+  REQUIRE_THROWS_WITH(dagpt::dag::PredictorModel<float>(bad),
+                      Catch::Contains("dropout = 1 must be in [0, 1)"));
 
   // State dict round trip and its errors.
   dagpt::dag::PredictorModel<float> other(cfg, 2);
   std::map<std::string, Tensor<float>> sd;
   for (auto& [n, t] : model.state_dict()) sd[n] = t.clone();
   other.load_state_dict(sd);
-  REQUIRE(other.transformer.wte.weight.value().to_vector() == model.transformer.wte.weight.value().to_vector());
+  REQUIRE(other.transformer.wte.weight.value().to_vector() ==
+          model.transformer.wte.weight.value().to_vector());
   sd.erase("transformer.ln_f.bias");
   REQUIRE_THROWS_WITH(other.load_state_dict(sd), Catch::Contains("'transformer.ln_f.bias' is missing"));
   sd["transformer.ln_f.bias"] = Tensor<float>::zeros({31});
-  REQUIRE_THROWS_WITH(other.load_state_dict(sd), Catch::Contains("has shape [31] in the state dict, [32] in the model"));
+  REQUIRE_THROWS_WITH(other.load_state_dict(sd),
+                      Catch::Contains("has shape [31] in the state dict, [32] in the model"));
 }
 
 namespace {
@@ -253,12 +266,14 @@ TEST_CASE("plan_loss: gradients of every component in both modes, against finite
   const std::int64_t B = 2, T = 3;
   const int d = 2, n = 4;
   const Targets t = make_targets(B, T, d, 5);
-  const TD vmag = dagpt::abs(randn({B, T, n}, 21)) + 0.5, vsign = randn({B, T, n}, 22, 0.5), O = randn({B, T, d, n}, 23),
-           G = randn({B, T, d}, 24, 0.3) + 0.5, exec = randn({B, T}, 25, 5.0);
+  const TD vmag = dagpt::abs(randn({B, T, n}, 21)) + 0.5, vsign = randn({B, T, n}, 22, 0.5),
+           O = randn({B, T, d, n}, 23), G = randn({B, T, d}, 24, 0.3) + 0.5, exec = randn({B, T}, 25, 5.0);
   for (auto mode : {dagpt::dag::LossMode::standard, dagpt::dag::LossMode::reference}) {
-    const auto opt = mode == dagpt::dag::LossMode::standard ? dagpt::dag::LossOptions{} : dagpt::dag::LossOptions::reference();
+    const auto opt = mode == dagpt::dag::LossMode::standard ? dagpt::dag::LossOptions{}
+                                                            : dagpt::dag::LossOptions::reference();
     for (int k = 0; k < 6; ++k) {
-      INFO("mode " << static_cast<int>(mode) << " component " << dagpt::dag::kLossNames[static_cast<std::size_t>(k)]);
+      INFO("mode " << static_cast<int>(mode) << " component "
+                   << dagpt::dag::kLossNames[static_cast<std::size_t>(k)]);
       require_grads(
           [&](const std::vector<VD>& v) {
             auto r = dagpt::dag::plan_loss(v[0], v[1], v[2], v[3], v[4], t.plan, t.values, t.mask, opt);
@@ -270,7 +285,8 @@ TEST_CASE("plan_loss: gradients of every component in both modes, against finite
   }
 }
 
-TEST_CASE("plan_loss: formulas on a hand-checked case, masking, no valid position, non-finite exec", "[nn][loss]") {
+TEST_CASE("plan_loss: formulas on a hand-checked case, masking, no valid position, non-finite exec",
+          "[nn][loss]") {
   const int d = 1;
   auto plan = dagpt::dag::DagPlan<double>::zeros({2}, dagpt::dag::Layout::reference(d));
   plan.V_mag.data()[0] = 4.0;  // position 0: initial slot target 4
@@ -278,7 +294,8 @@ TEST_CASE("plan_loss: formulas on a hand-checked case, masking, no valid positio
   plan.O.data()[0] = 1;
   const TD values = TD::from({4.0, 0.0}), mask = TD::from({1.0, 0.0});
   const VD vmag(TD::from({5.0, 3.0, 100, 100}, {2, 2})), vsign(TD::from({-0.5, 0.2, 9, 9}, {2, 2}));
-  const VD O(TD::from({0.5, 0.0, 7, 7}, {2, 1, 2})), G(TD::from({0.75, 0.0}, {2, 1})), exec(TD::from({4.0, 1e30}));
+  const VD O(TD::from({0.5, 0.0, 7, 7}, {2, 1, 2})), G(TD::from({0.75, 0.0}, {2, 1})),
+      exec(TD::from({4.0, 1e30}));
   const auto r = dagpt::dag::plan_loss(vmag, vsign, O, G, exec, plan, values, mask);
   // V_mag: initial slot only: e = 1/4.00000001 -> 0.5 e^2.
   REQUIRE(r.V_mag.item() == Approx(0.5 / (4.00000001 * 4.00000001)).epsilon(1e-12));
@@ -289,7 +306,8 @@ TEST_CASE("plan_loss: formulas on a hand-checked case, masking, no valid positio
   REQUIRE(r.total.item() == Approx(r.V_mag.item() + 0.25 + 0.125 + 0.0625));
   REQUIRE(!r.exec_nonfinite);
 
-  const auto ref = dagpt::dag::plan_loss(vmag, vsign, O, G, exec, plan, values, mask, dagpt::dag::LossOptions::reference());
+  const auto ref = dagpt::dag::plan_loss(vmag, vsign, O, G, exec, plan, values, mask,
+                                         dagpt::dag::LossOptions::reference());
   // All N slots: slot 1 target 0 -> |3 - 0| = 3 >= 1 -> 2.5; mean of the two slots.
   REQUIRE(ref.V_mag.item() == Approx((0.5 / (4.00000001 * 4.00000001) + 2.5) / 2).epsilon(1e-12));
   REQUIRE(ref.G.item() == Approx(std::pow(1 / (1 + std::exp(-0.75)) - 1, 2)));
@@ -312,8 +330,10 @@ TEST_CASE("predictor model: every parameter gradient against finite differences 
   const Targets t = make_targets(2, 4, 2, 9);
   const auto ids = Tensor<std::int64_t>::from({1, 5, 2, 9, 0, 3, 3, 7}, {2, 4});
   for (auto mode : {dagpt::dag::LossMode::standard, dagpt::dag::LossMode::reference}) {
-    cfg.semantics = mode == dagpt::dag::LossMode::standard ? dagpt::dag::Semantics::exact : dagpt::dag::Semantics::reference;
-    const auto opt = mode == dagpt::dag::LossMode::standard ? dagpt::dag::LossOptions{} : dagpt::dag::LossOptions::reference();
+    cfg.semantics = mode == dagpt::dag::LossMode::standard ? dagpt::dag::Semantics::exact
+                                                           : dagpt::dag::Semantics::reference;
+    const auto opt = mode == dagpt::dag::LossMode::standard ? dagpt::dag::LossOptions{}
+                                                            : dagpt::dag::LossOptions::reference();
     dagpt::dag::PredictorModel<double> model(cfg, 3);
     // Larger weights than the init, so that every path carries a visible gradient.
     for (auto& [name, p] : model.named_parameters()) {
@@ -322,8 +342,9 @@ TEST_CASE("predictor model: every parameter gradient against finite differences 
     }
     auto loss = [&] {
       const auto out = model(ids);
-      return dagpt::dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec, t.plan, t.values,
-                                   t.mask, opt).total;
+      return dagpt::dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec, t.plan,
+                                   t.values, t.mask, opt)
+          .total;
     };
     model.zero_grad();
     loss().backward();
@@ -353,7 +374,8 @@ TEST_CASE("predictor model: every parameter gradient against finite differences 
 }
 
 TEST_CASE("AdamW: one step by hand, decay groups, skipped parameters", "[optim]") {
-  Var<double> w(TD::from({1.0, -2.0, 3.0, 4.0}, {2, 2}), true), b(TD::from({0.5}), true), unused(TD::from({1.0}), true);
+  Var<double> w(TD::from({1.0, -2.0, 3.0, 4.0}, {2, 2}), true), b(TD::from({0.5}), true),
+      unused(TD::from({1.0}), true);
   dagpt::optim::AdamWOptions o;
   o.lr = 0.1;
   o.weight_decay = 0.5;
@@ -426,7 +448,8 @@ TEST_CASE("plan metrics: perfect predictions score 1, real steps exclude padding
   REQUIRE(m2.plan_exact < 1.0);
 }
 
-TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit cross-entropy", "[nn][digits]") {
+TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit cross-entropy",
+          "[nn][digits]") {
   const dagpt::dag::DigitFormat f{4, 2};
   REQUIRE(*dagpt::dag::magnitude_digits(12.34, f) == std::vector<int>{0, 0, 1, 2, 3, 4});
   REQUIRE(*dagpt::dag::magnitude_digits(9999.99, f) == std::vector<int>{9, 9, 9, 9, 9, 9});
@@ -458,12 +481,14 @@ TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit 
   TD places = TD::empty({D});
   for (std::int64_t k = 0; k < D; ++k) places.data()[k] = f.place(static_cast<int>(k));
   dagpt::sum(dagpt::sum(expected * VD(places), -1) * VD(w.narrow(1, 0, n_init).contiguous())).backward();
-  for (std::int64_t i = 0; i < logits.numel(); ++i) REQUIRE(l1.grad().data()[i] == Approx(l2.grad().data()[i]).margin(1e-12));
+  for (std::int64_t i = 0; i < logits.numel(); ++i)
+    REQUIRE(l1.grad().data()[i] == Approx(l2.grad().data()[i]).margin(1e-12));
 
   // The digit cross-entropy replaces the magnitude loss: gradient-checked, zero gradient to V_mag.
   const Targets t = make_targets(2, 3, 2, 5);
-  const TD vsign = randn({2, 3, 4}, 22, 0.5), O = randn({2, 3, 2, 4}, 23), G = randn({2, 3, 2}, 24, 0.3) + 0.5,
-           exec = randn({2, 3}, 25, 5.0), dl = randn({2, 3, 2, D, 10}, 26);
+  const TD vsign = randn({2, 3, 4}, 22, 0.5), O = randn({2, 3, 2, 4}, 23),
+           G = randn({2, 3, 2}, 24, 0.3) + 0.5, exec = randn({2, 3}, 25, 5.0),
+           dl = randn({2, 3, 2, D, 10}, 26);
   dagpt::dag::LossOptions opt;
   opt.digit_format = f;
   require_grads(
@@ -476,11 +501,12 @@ TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit 
   for (std::int64_t i = 0; i < 6; ++i) {
     for (std::int64_t j = 0; j < 2; ++j) {
       const auto dg = dagpt::dag::magnitude_digits(t.plan.V_mag.data()[i * 4 + j], f);
-      for (std::int64_t k = 0; k < D; ++k) good.data()[((i * 2 + j) * D + k) * 10 + (dg ? (*dg)[static_cast<std::size_t>(k)] : 0)] = 30;
+      for (std::int64_t k = 0; k < D; ++k)
+        good.data()[((i * 2 + j) * D + k) * 10 + (dg ? (*dg)[static_cast<std::size_t>(k)] : 0)] = 30;
     }
   }
-  const auto r = dagpt::dag::plan_loss(VD(TD::ones({2, 3, 4})), VD(vsign), VD(O), VD(G), VD(exec), t.plan, t.values,
-                                       t.mask, opt, VD(good));
+  const auto r = dagpt::dag::plan_loss(VD(TD::ones({2, 3, 4})), VD(vsign), VD(O), VD(G), VD(exec), t.plan,
+                                       t.values, t.mask, opt, VD(good));
   REQUIRE(r.V_mag.item() < 1e-10);
   const auto m = dagpt::dag::plan_metrics(t.plan, t.values, t.plan, t.values, t.mask, 1e-3, 4, &good, f);
   REQUIRE(m.digit_accuracy == 1.0);
@@ -525,16 +551,18 @@ TEST_CASE("fused MLP, residual projection and token+position embedding: values a
   const VD rl = residual_linear(VD(r), VD(x), VD(w), VD(b), draw(0.25, 40));
   const VD rp = VD(r) + dropout(linear(VD(x), VD(w), VD(b)), draw(0.25, 40));
   REQUIRE(dagpt::max(dagpt::abs(rl.value() - rp.value())).item() < 1e-12);
-  require_grads([](const std::vector<VD>& v) { return residual_linear(v[0], v[1], v[2], v[3], draw(0.25, 40)); },
-                {r, x, w, b});
+  require_grads(
+      [](const std::vector<VD>& v) { return residual_linear(v[0], v[1], v[2], v[3], draw(0.25, 40)); },
+      {r, x, w, b});
   // dropout(wte[idx] + wpe[:T])
   auto idx = Tensor<std::int64_t>::from({0, 2, 2, 4, 1, 0}, Shape({2, 3}));
   const TD wte = randn({5, 4}, 19), wpe = randn({6, 4}, 20);
   const VD e = token_position_embedding(VD(wte), VD(wpe), idx, draw(0.2, 80));
   const VD ep = dropout(embedding(VD(wte), idx) + VD(wpe).narrow(0, 0, 3), draw(0.2, 80));
   REQUIRE(dagpt::max(dagpt::abs(e.value() - ep.value())).item() < 1e-12);
-  require_grads([&](const std::vector<VD>& v) { return token_position_embedding(v[0], v[1], idx, draw(0.2, 80)); },
-                {wte, wpe});
+  require_grads(
+      [&](const std::vector<VD>& v) { return token_position_embedding(v[0], v[1], idx, draw(0.2, 80)); },
+      {wte, wpe});
   REQUIRE_THROWS_WITH(token_position_embedding(VD(wte), VD(randn({2, 4}, 21)), idx),
                       Catch::Contains("expected [V, C] and [>= 3, C]"));
 }

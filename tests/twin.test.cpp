@@ -36,7 +36,8 @@ using dagpt::Tensor;
 namespace {
 
 const dagpt::io::Safetensors& fixture() {
-  static const auto f = dagpt::io::Safetensors::read(std::string(DAGPT_SOURCE_DIR) + "/tests/fixtures/twin.safetensors");
+  static const auto f =
+      dagpt::io::Safetensors::read(std::string(DAGPT_SOURCE_DIR) + "/tests/fixtures/twin.safetensors");
   return f;
 }
 
@@ -119,14 +120,16 @@ TEST_CASE("twin: outputs, losses, gradients and 10 AdamW steps match PyTorch", "
 
       auto step_loss = [&] {
         const auto out = model(ids);
-        return std::pair{out, dagpt::dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec,
-                                                    targets, values, mask, lo)};
+        return std::pair{out, dagpt::dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G,
+                                                    out.exec, targets, values, mask, lo)};
       };
       auto [out, loss] = step_loss();
 
-      const std::pair<const char*, const Tensor<float>*> outs[] = {
-          {"V_mag", &out.plan.V_mag.value()}, {"V_sign", &out.plan.V_sign.value()}, {"O", &out.plan.O.value()},
-          {"G", &out.plan.G.value()}, {"exec", &out.exec.value()}};
+      const std::pair<const char*, const Tensor<float>*> outs[] = {{"V_mag", &out.plan.V_mag.value()},
+                                                                   {"V_sign", &out.plan.V_sign.value()},
+                                                                   {"O", &out.plan.O.value()},
+                                                                   {"G", &out.plan.G.value()},
+                                                                   {"exec", &out.exec.value()}};
       for (const auto& [name, t] : outs) {
         INFO("output " << name);
         REQUIRE(rel_error(*t, f.get<float>(mode + "/out/" + name), 1.0) <= 1e-5);
@@ -136,7 +139,8 @@ TEST_CASE("twin: outputs, losses, gradients and 10 AdamW steps match PyTorch", "
       for (std::size_t k = 0; k < 6; ++k) {
         const std::string name = dagpt::dag::kLossNames[k];
         INFO("loss " << name << " dagpt " << got[k]);
-        REQUIRE(rel_error(Tensor<double>::from({got[k]}), f.get<float>(mode + "/loss/" + name), 1e-3) <= 1e-5);
+        REQUIRE(rel_error(Tensor<double>::from({got[k]}), f.get<float>(mode + "/loss/" + name), 1e-3) <=
+                1e-5);
       }
 
       model.zero_grad();
@@ -174,9 +178,10 @@ TEST_CASE("twin: outputs, losses, gradients and 10 AdamW steps match PyTorch", "
       for (int s = 0; s < steps; ++s) {
         opt.zero_grad();
         const auto o = m2(ids);
-        const auto l = dagpt::dag::plan_loss(o.plan.V_mag, o.plan.V_sign, o.plan.O, o.plan.G, o.exec, targets, values,
-                                             mask, lo);
-        INFO("step " << s << " loss " << l.total.item() << " twin " << want_loss[static_cast<std::size_t>(s)]);
+        const auto l = dagpt::dag::plan_loss(o.plan.V_mag, o.plan.V_sign, o.plan.O, o.plan.G, o.exec, targets,
+                                             values, mask, lo);
+        INFO("step " << s << " loss " << l.total.item() << " twin "
+                     << want_loss[static_cast<std::size_t>(s)]);
         REQUIRE(l.total.item() == Approx(want_loss[static_cast<std::size_t>(s)]).epsilon(step_rtol));
         l.total.backward();
         const double norm = dagpt::optim::clip_grad_norm(params, clip);
@@ -189,7 +194,8 @@ TEST_CASE("twin: outputs, losses, gradients and 10 AdamW steps match PyTorch", "
         const auto want = f.get<float>(mode + "/final/" + name).to_vector();
         const auto have = p.value().to_vector();
         double worst = 0;
-        for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(have[i]) - want[i]));
+        for (std::size_t i = 0; i < want.size(); ++i)
+          worst = std::max(worst, std::abs(static_cast<double>(have[i]) - want[i]));
         INFO("final " << name << " max abs diff " << worst);
         REQUIRE(worst <= final_atol);
       }

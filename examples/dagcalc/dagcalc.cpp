@@ -124,8 +124,8 @@ struct Options {
   int depth = 4;
   std::string tokenizer = "char";
   std::string bpe_dir;
-  std::string model;  // a checkpoint
-  bool model_plan = false;  // --plan with --model: the predicted plan
+  std::string model;                      // a checkpoint
+  bool model_plan = false;                // --plan with --model: the predicted plan
   std::optional<std::uint64_t> generate;  // the number of expressions to generate
   std::uint64_t seed = 0;
   bool val = false;
@@ -247,7 +247,9 @@ Options parse_options(int argc, char** argv) {
   }
   if (!o.model.empty()) {
     if (o.generate) throw UsageError("--generate reads no expressions; --model answers expressions");
-    if (o.dot || o.execute) throw UsageError("--model shows the predicted plan with --plan; --dot and --execute show encoded plans");
+    if (o.dot || o.execute)
+      throw UsageError(
+          "--model shows the predicted plan with --plan; --dot and --execute show encoded plans");
     o.model_plan = o.plan;
     o.plan = false;
   }
@@ -564,8 +566,8 @@ void print_text(const Answer& a, const Options& o) {
     line += '\n';
     if (a.predicted && a.predicted->note.empty()) {
       line.pop_back();
-      line += fmt::format("  predicted: {}  relative error: {:.3g}{}\n", num(a.predicted->value), a.predicted->rel_error,
-                          a.predicted->within ? "" : " (not within 1e-3)");
+      line += fmt::format("  predicted: {}  relative error: {:.3g}{}\n", num(a.predicted->value),
+                          a.predicted->rel_error, a.predicted->within ? "" : " (not within 1e-3)");
     } else if (a.predicted) {
       line.pop_back();
       line += "  predicted: none (" + a.predicted->note + ")\n";

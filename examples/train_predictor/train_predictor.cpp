@@ -2,8 +2,9 @@
 // it and shows its predictions.
 //
 //   train_predictor CONFIG.toml [--key=value ...]             train (configs/: tiny, demo, reference)
-//   train_predictor CONFIG.toml --init_from=resume            continue the run in out_dir from its newest checkpoint
-//   train_predictor CONFIG.toml --eval-only --init_from=PATH  evaluate a checkpoint: the table, then examples
+//   train_predictor CONFIG.toml --init_from=resume            continue the run in out_dir from its newest
+//   checkpoint train_predictor CONFIG.toml --eval-only --init_from=PATH  evaluate a checkpoint: the table,
+//   then examples
 //
 // Every key of the config can be overridden on the command line (--max_iters=100); the effective config is
 // printed at start and saved as <out_dir>/config.toml. Ctrl-C stops after writing a checkpoint.
@@ -23,8 +24,8 @@ const char* kUsage =
     "  --help                               this text and the list of keys\n";
 
 std::vector<std::string> example_texts(const dagpt::train::Trainer& t) {
-  std::vector<std::string> texts = {"2.0 * 3.0 + 4.0", "(3.0 + 4.0) * 2.0", "10.0 - 5.0 / 2.0", "-3 + 4.3213 * 2",
-                                    "1.5 + 1.5", "8.0 / -2.0"};
+  std::vector<std::string> texts = {"2.0 * 3.0 + 4.0", "(3.0 + 4.0) * 2.0", "10.0 - 5.0 / 2.0",
+                                    "-3 + 4.3213 * 2", "1.5 + 1.5",         "8.0 / -2.0"};
   // Plus validation expressions the model never trained on.
   auto o = t.config().stream_options(dagpt::expr::kValStream);
   o.batch_size = 6;
@@ -68,7 +69,8 @@ int main(int argc, char** argv) {
     std::cout << "\n## example predictions (last token)\n\n";
     trainer.print_examples(example_texts(trainer), std::cout);
     if (!cfg.eval_only) {
-      std::cout << "\nrun directory: " << cfg.out_dir << " (metrics.jsonl, curves.svg, config.toml, checkpoints)\n";
+      std::cout << "\nrun directory: " << cfg.out_dir
+                << " (metrics.jsonl, curves.svg, config.toml, checkpoints)\n";
     }
   } catch (const dagpt::Error& e) {
     std::cerr << "train_predictor: " << e.what() << "\n";

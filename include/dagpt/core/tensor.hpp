@@ -41,9 +41,9 @@ namespace detail {
 // process hold more than its peak of live large buffers: before a fresh mapping would push live + cached
 // bytes past that peak, cached buffers (largest first) are unmapped; and a request that finds no buffer of
 // its size takes a larger cached one, whose pages past the size are unmapped. So a training loop whose
-// steps use the same sizes runs mostly from the cache, and its resident memory stays near the peak it needs. The cache also holds
-// at most DAGPT_CPU_CACHE_MB megabytes (default 1024); empty_cpu_cache() releases it. Small buffers go
-// straight to malloc.
+// steps use the same sizes runs mostly from the cache, and its resident memory stays near the peak it needs.
+// The cache also holds at most DAGPT_CPU_CACHE_MB megabytes (default 1024); empty_cpu_cache() releases it.
+// Small buffers go straight to malloc.
 class CpuAllocator {
  public:
   // Never destroyed: tensors in static storage may outlive any static allocator object.

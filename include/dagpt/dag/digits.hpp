@@ -59,8 +59,9 @@ class DigitMagnitudeFn : public Function<T> {
     const Tensor<T> l = in[0].contiguous();
     const int D = f_.digits();
     if (l.dim() < 3 || l.size(-1) != 10 || l.size(-2) != D || l.size(-3) >= nodes_) {
-      dagpt::detail::raise<ShapeError>("digit magnitudes: logits have shape {}, expected [..., n_init < {}, {}, 10]",
-                                       l.shape().str(), nodes_, D);
+      dagpt::detail::raise<ShapeError>(
+          "digit magnitudes: logits have shape {}, expected [..., n_init < {}, {}, 10]", l.shape().str(),
+          nodes_, D);
     }
     const std::int64_t n_init = l.size(-3), count = l.numel() / (n_init * D * 10);
     Shape os(l.shape().begin(), l.shape().end() - 3);

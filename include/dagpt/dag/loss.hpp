@@ -7,8 +7,8 @@
 // robust(p, t): a = |t| + 1e-8, e = |p - t| / a if a > 1 else |p - t|, l = e^2 / 2 if e < 1 else e - 1/2.
 //
 // LossMode::standard (the default; DESIGN.md, REFERENCE.md §6 "recommendation for the port"):
-//   V_mag  mean robust(V_mag, t) over the initial slots      V_sign mean (V_sign - t)^2 over the initial slots
-//   O      mean (O - t)^2 over all d x N entries              G      mean (G - t)^2 over the d steps
+//   V_mag  mean robust(V_mag, t) over the initial slots      V_sign mean (V_sign - t)^2 over the initial
+//   slots O      mean (O - t)^2 over all d x N entries              G      mean (G - t)^2 over the d steps
 //   exec   mean huber_delta(asinh(exec) - asinh(value)), delta 10; any non-finite exec at a valid position
 //          gives the constant 100 instead (no gradient) and sets LossResult::exec_nonfinite.
 //   Each component is multiplied by its weight (exec 0.01, the others 1) and can be switched off; the
@@ -77,8 +77,11 @@ template <typename T>
 class PlanLoss : public Function<T> {
  public:
   PlanLoss(DagPlan<T> targets, Tensor<double> values, Tensor<T> mask, LossOptions opt)
-      : tgt_{targets.V_mag.contiguous(), targets.V_sign.contiguous(), targets.O.contiguous(), targets.G.contiguous()},
-        values_(values.contiguous()), mask_(mask.contiguous()), opt_(opt) {}
+      : tgt_{targets.V_mag.contiguous(), targets.V_sign.contiguous(), targets.O.contiguous(),
+             targets.G.contiguous()},
+        values_(values.contiguous()),
+        mask_(mask.contiguous()),
+        opt_(opt) {}
 
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     std::vector<Tensor<T>> x;
@@ -95,7 +98,8 @@ class PlanLoss : public Function<T> {
   std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
     const auto& x = this->saved();
     std::array<double, 6> coef{};  // d out / d component k = g_total + g_k
-    for (std::size_t k = 1; k < 6; ++k) coef[k] = static_cast<double>(g[0].item()) + static_cast<double>(g[k].item());
+    for (std::size_t k = 1; k < 6; ++k)
+      coef[k] = static_cast<double>(g[0].item()) + static_cast<double>(g[k].item());
     std::vector<Tensor<T>> grads(x.size());
     for (std::size_t k = 0; k < x.size(); ++k) grads[k] = Tensor<T>::zeros(x[k].shape());
     std::array<double, 6> parts{};
@@ -113,9 +117,12 @@ class PlanLoss : public Function<T> {
     }
     if (x.size() == 6) {
       Shape ls = tgt_.batch_shape();
-      for (std::int64_t v : {std::int64_t{tgt_.nodes() - tgt_.depth()}, std::int64_t{opt_.digit_format.digits()}, std::int64_t{10}}) ls.push_back(v);
+      for (std::int64_t v : {std::int64_t{tgt_.nodes() - tgt_.depth()},
+                             std::int64_t{opt_.digit_format.digits()}, std::int64_t{10}})
+        ls.push_back(v);
       if (x[5].shape() != ls) {
-        dagpt::detail::raise<ShapeError>("PlanLoss: digit logits have shape {}, expected {}", x[5].shape().str(), ls.str());
+        dagpt::detail::raise<ShapeError>("PlanLoss: digit logits have shape {}, expected {}",
+                                         x[5].shape().str(), ls.str());
       }
     }
     const char* names[4] = {"V_mag", "V_sign", "O", "G"};
@@ -128,8 +135,9 @@ class PlanLoss : public Function<T> {
     }
     const Shape b = tgt_.batch_shape();
     if (x[4].shape() != b || values_.shape() != b || mask_.shape() != b) {
-      dagpt::detail::raise<ShapeError>("PlanLoss: exec {}, values {} and mask {} must all be {}", x[4].shape().str(),
-                                       values_.shape().str(), mask_.shape().str(), b.str());
+      dagpt::detail::raise<ShapeError>("PlanLoss: exec {}, values {} and mask {} must all be {}",
+                                       x[4].shape().str(), values_.shape().str(), mask_.shape().str(),
+                                       b.str());
     }
   }
 
@@ -265,7 +273,9 @@ class PlanLoss : public Function<T> {
         const double r = std::asinh(pi) - std::asinh(values_.data()[i]);
         const bool quad = std::abs(r) <= delta;
         s += quad ? 0.5 * r * r : delta * (std::abs(r) - 0.5 * delta);
-        if (g) g[i] += static_cast<T>(coef * w / nv * (quad ? r : delta * detail::sgn(r)) / std::sqrt(1 + pi * pi));
+        if (g)
+          g[i] +=
+              static_cast<T>(coef * w / nv * (quad ? r : delta * detail::sgn(r)) / std::sqrt(1 + pi * pi));
       }
       return w * s / nv;
     }
@@ -327,8 +337,9 @@ struct LossResult {
   bool exec_nonfinite = false;
   // The components as numbers, in kLossNames order.
   std::array<double, 6> values() const {
-    return {static_cast<double>(total.item()), static_cast<double>(V_mag.item()), static_cast<double>(V_sign.item()),
-            static_cast<double>(O.item()), static_cast<double>(G.item()), static_cast<double>(exec.item())};
+    return {static_cast<double>(total.item()),  static_cast<double>(V_mag.item()),
+            static_cast<double>(V_sign.item()), static_cast<double>(O.item()),
+            static_cast<double>(G.item()),      static_cast<double>(exec.item())};
   }
 };
 
@@ -382,8 +393,10 @@ int real_steps(const T* O, const T* G, int d, int n) {
 template <typename T>
 PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const DagPlan<T>& targets,
                          const Tensor<double>& values, const Tensor<T>& mask, double tol = 1e-3,
-                         int decimal_places = 4, const Tensor<T>* digit_logits = nullptr, DigitFormat format = {}) {
-  const DagPlan<T> p{pred.V_mag.contiguous(), pred.V_sign.contiguous(), pred.O.contiguous(), pred.G.contiguous()};
+                         int decimal_places = 4, const Tensor<T>* digit_logits = nullptr,
+                         DigitFormat format = {}) {
+  const DagPlan<T> p{pred.V_mag.contiguous(), pred.V_sign.contiguous(), pred.O.contiguous(),
+                     pred.G.contiguous()};
   const DagPlan<T> t{targets.V_mag.contiguous(), targets.V_sign.contiguous(), targets.O.contiguous(),
                      targets.G.contiguous()};
   const Tensor<T> e = exec.contiguous(), m = mask.contiguous();
@@ -405,12 +418,14 @@ PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const Da
       // The plan matches when every slot a step reads has the right sign and magnitude (the others are
       // never read, whatever they hold).
       if (!slot_used(t.O.data() + i * d * n, d, n, j)) continue;
-      const bool mag = std::abs(static_cast<double>(p.V_mag.data()[i * n + j]) - t.V_mag.data()[i * n + j]) < 0.5 * unit;
+      const bool mag =
+          std::abs(static_cast<double>(p.V_mag.data()[i * n + j]) - t.V_mag.data()[i * n + j]) < 0.5 * unit;
       all = all && ok && mag;
     }
     sign_n += n_init;
     for (std::int64_t k = i * d * n; k < (i + 1) * d * n; ++k) {
-      const bool ok = std::nearbyint(static_cast<double>(p.O.data()[k])) == static_cast<double>(t.O.data()[k]);
+      const bool ok =
+          std::nearbyint(static_cast<double>(p.O.data()[k])) == static_cast<double>(t.O.data()[k]);
       op_ok += ok;
       all = all && ok;
     }
@@ -441,7 +456,9 @@ PlanMetrics plan_metrics(const DagPlan<T>& pred, const Tensor<T>& exec, const Da
       }
     }
   }
-  auto frac = [](std::int64_t a, std::int64_t b) { return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : 0.0; };
+  auto frac = [](std::int64_t a, std::int64_t b) {
+    return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
+  };
   out.sign_accuracy = frac(sign_ok, sign_n);
   out.op_accuracy = frac(op_ok, op_n);
   out.gate_accuracy = frac(gate_ok, gate_n);

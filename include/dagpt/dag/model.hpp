@@ -2,8 +2,8 @@
 //
 //   dag::ModelConfig cfg;                      // backbone settings, dag_depth, semantics, ...
 //   dag::PredictorModel<float> model(cfg, 42); // nanoGPT init from seed 42
-//   auto out = model(ids);                     // ids [B, T] -> out.plan (V_mag, V_sign, O, G), out.exec [B, T]
-//   auto loss = dag::plan_loss(out.plan.V_mag, ..., out.exec, targets, values, mask, opts);
+//   auto out = model(ids);                     // ids [B, T] -> out.plan (V_mag, V_sign, O, G), out.exec [B,
+//   T] auto loss = dag::plan_loss(out.plan.V_mag, ..., out.exec, targets, values, mask, opts);
 //
 // Head, on every position's hidden state h: V_mag = |W_m h + b_m|, V_sign = tanh(W_s h + b_s),
 // O = W_o h + b_o as [d, N] row-major, G = sigmoid(W_g h + b_g). With `ste` (off by default, HEAD's
@@ -45,12 +45,15 @@ struct ModelConfig {
   void validate() const {
     gpt.validate();
     if (dag_depth < 1 || dag_depth > kMaxDepth) {
-      dagpt::detail::raise<ValueError>("ModelConfig: dag_depth = {} must be in [1, {}]", dag_depth, kMaxDepth);
+      dagpt::detail::raise<ValueError>("ModelConfig: dag_depth = {} must be in [1, {}]", dag_depth,
+                                       kMaxDepth);
     }
-    if (mag_head == MagHead::digits && (digits.max_digits < 1 || digits.max_decimal_places < 0 || digits.digits() > 18)) {
-      dagpt::detail::raise<ValueError>("ModelConfig: the digits head needs max_digits >= 1 and max_digits + "
-                                       "max_decimal_places <= 18, got {} and {}",
-                                       digits.max_digits, digits.max_decimal_places);
+    if (mag_head == MagHead::digits &&
+        (digits.max_digits < 1 || digits.max_decimal_places < 0 || digits.digits() > 18)) {
+      dagpt::detail::raise<ValueError>(
+          "ModelConfig: the digits head needs max_digits >= 1 and max_digits + "
+          "max_decimal_places <= 18, got {} and {}",
+          digits.max_digits, digits.max_decimal_places);
     }
   }
 };
@@ -96,8 +99,13 @@ class Predictor : public nn::Module<T> {
   Predictor(std::int64_t n_embd, Layout layout, bool ste = false, MagHead head = MagHead::direct,
             DigitFormat digits = {}, bool sharpen_eval = false)
       : V_sign_predictor(n_embd, layout.nodes()),
-        O_predictor(n_embd, static_cast<std::int64_t>(layout.depth) * layout.nodes()), G_predictor(n_embd, layout.depth),
-        layout_(layout), ste_(ste), sharpen_eval_(sharpen_eval), head_(head), digits_(digits) {
+        O_predictor(n_embd, static_cast<std::int64_t>(layout.depth) * layout.nodes()),
+        G_predictor(n_embd, layout.depth),
+        layout_(layout),
+        ste_(ste),
+        sharpen_eval_(sharpen_eval),
+        head_(head),
+        digits_(digits) {
     if (head == MagHead::direct) {
       V_mag_predictor = std::make_unique<nn::Linear<T>>(n_embd, layout.nodes());
       this->register_module("V_mag_predictor", *V_mag_predictor);
@@ -116,12 +124,14 @@ class Predictor : public nn::Module<T> {
     Shape o_shape(hs.begin(), hs.end() - 1);
     o_shape.push_back(layout_.depth);
     o_shape.push_back(layout_.nodes());
-    PlanVars<T> p{Var<T>(), tanh(V_sign_predictor(h)), O_predictor(h).reshape(o_shape), sigmoid(G_predictor(h)), Var<T>()};
+    PlanVars<T> p{Var<T>(), tanh(V_sign_predictor(h)), O_predictor(h).reshape(o_shape),
+                  sigmoid(G_predictor(h)), Var<T>()};
     if (head_ == MagHead::direct) {
       p.V_mag = abs((*V_mag_predictor)(h));
     } else {
       Shape l_shape(hs.begin(), hs.end() - 1);
-      for (std::int64_t v : {std::int64_t{layout_.n_init}, std::int64_t{digits_.digits()}, std::int64_t{10}}) l_shape.push_back(v);
+      for (std::int64_t v : {std::int64_t{layout_.n_init}, std::int64_t{digits_.digits()}, std::int64_t{10}})
+        l_shape.push_back(v);
       p.digit_logits = (*digit_predictor)(h).reshape(l_shape);
       p.V_mag = apply<DigitMagnitudeFn<T>, T>({p.digit_logits}, layout_.nodes(), digits_)[0];
     }
@@ -157,7 +167,9 @@ template <typename T>
 class PredictorModel : public nn::Module<T> {
  public:
   explicit PredictorModel(const ModelConfig& cfg, std::uint64_t seed = 42)
-      : transformer(checked(cfg).gpt, dropout_source), dag_predictor(cfg.gpt.n_embd, cfg.layout(), cfg.ste, cfg.mag_head, cfg.digits, cfg.sharpen_eval), config_(cfg) {
+      : transformer(checked(cfg).gpt, dropout_source),
+        dag_predictor(cfg.gpt.n_embd, cfg.layout(), cfg.ste, cfg.mag_head, cfg.digits, cfg.sharpen_eval),
+        config_(cfg) {
     this->register_module("transformer", transformer);
     this->register_module("dag_predictor", dag_predictor);
     nn::gpt_init<T>(*this, cfg.gpt.n_layer, seed);

@@ -40,12 +40,14 @@ struct Checkpoint {
   // A metadata field; a CheckpointError naming the file and the field when it is missing.
   const std::string& field(const std::string& key, const std::string& file) const {
     auto it = meta.find(key);
-    if (it == meta.end()) dagpt::detail::raise<CheckpointError>("checkpoint {}: field '{}' is missing", file, key);
+    if (it == meta.end())
+      dagpt::detail::raise<CheckpointError>("checkpoint {}: field '{}' is missing", file, key);
     return it->second;
   }
   const Tensor<float>& tensor(const std::string& key, const std::string& file) const {
     auto it = tensors.find(key);
-    if (it == tensors.end()) dagpt::detail::raise<CheckpointError>("checkpoint {}: tensor '{}' is missing", file, key);
+    if (it == tensors.end())
+      dagpt::detail::raise<CheckpointError>("checkpoint {}: tensor '{}' is missing", file, key);
     return it->second;
   }
 };
@@ -96,7 +98,8 @@ inline void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   const std::string bytes = w.serialize();
 
   const std::filesystem::path target(path);
-  const std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
+  const std::filesystem::path dir =
+      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) dagpt::detail::raise<IoError>("checkpoint: cannot create {}: {}", tmp, std::strerror(errno));
@@ -107,7 +110,8 @@ inline void save_checkpoint(const std::string& path, const Checkpoint& ck) {
       std::this_thread::sleep_for(std::chrono::milliseconds(std::atol(stall)));
     }
     detail::write_all(fd, bytes.data() + half, bytes.size() - half, tmp);
-    if (::fsync(fd) != 0) dagpt::detail::raise<IoError>("checkpoint: fsync of {} failed: {}", tmp, std::strerror(errno));
+    if (::fsync(fd) != 0)
+      dagpt::detail::raise<IoError>("checkpoint: fsync of {} failed: {}", tmp, std::strerror(errno));
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -140,8 +144,8 @@ inline Checkpoint load_checkpoint(const std::string& path) {
   ck.meta = f.metadata();
   const std::string format = ck.field("format", path);
   if (format != kCheckpointFormat) {
-    dagpt::detail::raise<CheckpointError>("checkpoint {}: field 'format' is '{}', expected '{}'", path, format,
-                                          kCheckpointFormat);
+    dagpt::detail::raise<CheckpointError>("checkpoint {}: field 'format' is '{}', expected '{}'", path,
+                                          format, kCheckpointFormat);
   }
   for (const auto& e : f.entries()) {
     if (e.dtype != Dtype::F32) {
@@ -152,8 +156,8 @@ inline Checkpoint load_checkpoint(const std::string& path) {
   }
   const std::string want = ck.field("checksum", path), have = detail::checksum_of(ck.tensors);
   if (want != have) {
-    dagpt::detail::raise<CheckpointError>("checkpoint {}: field 'checksum' is {}, but the tensors give {} (corrupt file)",
-                                          path, want, have);
+    dagpt::detail::raise<CheckpointError>(
+        "checkpoint {}: field 'checksum' is {}, but the tensors give {} (corrupt file)", path, want, have);
   }
   ck.meta.erase("checksum");
   ck.meta.erase("format");

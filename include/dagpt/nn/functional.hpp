@@ -48,8 +48,8 @@ std::int64_t rows_of(const Tensor<T>& x) {
 template <typename T>
 void require_last_dim(const Tensor<T>& x, std::int64_t c, const char* op, const char* what) {
   if (x.dim() < 1 || x.shape()[x.dim() - 1] != c) {
-    dagpt::detail::raise<ShapeError>("{}: {} has shape {}, its last axis must be {}", op, what, x.shape().str(),
-                                     c);
+    dagpt::detail::raise<ShapeError>("{}: {} has shape {}, its last axis must be {}", op, what,
+                                     x.shape().str(), c);
   }
 }
 
@@ -94,7 +94,8 @@ inline std::int64_t chunk_begin(std::int64_t n, std::int64_t parts, std::int64_t
 
 // Y[m, out] = X[m, k] W[out, k]^T (+ b[out]).
 template <typename T>
-void linear_forward(const T* x, const T* w, const T* b, T* y, std::int64_t m, std::int64_t k, std::int64_t out) {
+void linear_forward(const T* x, const T* w, const T* b, T* y, std::int64_t m, std::int64_t k,
+                    std::int64_t out) {
   parallel_for(m, m * k * out, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       if (b != nullptr) {
@@ -119,7 +120,8 @@ void linear_backward_input(const T* gy, const T* w, T* gx, std::int64_t m, std::
 // GW[out, k] = GY[m, out]^T X[m, k] and gb[out] = sum over rows of GY (either may be null), split by
 // output rows; each gb[j] sums the rows in order.
 template <typename T>
-void linear_backward_params(const T* gy, const T* x, T* gw, T* gb, std::int64_t m, std::int64_t k, std::int64_t out) {
+void linear_backward_params(const T* gy, const T* x, T* gw, T* gb, std::int64_t m, std::int64_t k,
+                            std::int64_t out) {
   parallel_for(out, m * k * out, [&](std::int64_t o0, std::int64_t o1) {
     const std::int64_t n = o1 - o0;
     if (gw != nullptr) {
@@ -152,8 +154,8 @@ struct DropoutDraw {
 namespace detail {
 // In place: y = [r +] dropout(y) for the draw (keep-flags into keep); no dropout when draw.p is 0.
 template <typename T>
-void dropout_residual(const DropoutDraw& draw, std::vector<std::uint8_t>& keep, const Tensor<T>* r, Tensor<T>& y,
-                      const char* op) {
+void dropout_residual(const DropoutDraw& draw, std::vector<std::uint8_t>& keep, const Tensor<T>* r,
+                      Tensor<T>& y, const char* op) {
   const std::int64_t n = y.numel();
   if (draw.p >= 1) dagpt::detail::raise<ValueError>("{}: dropout p = {} must be in [0, 1)", op, draw.p);
   const bool drop = draw.p > 0;
@@ -164,7 +166,8 @@ void dropout_residual(const DropoutDraw& draw, std::vector<std::uint8_t>& keep, 
   }
   if (r != nullptr) {
     if (r->shape() != y.shape()) {
-      dagpt::detail::raise<ShapeError>("{}: residual has shape {}, the output {}", op, r->shape().str(), y.shape().str());
+      dagpt::detail::raise<ShapeError>("{}: residual has shape {}, the output {}", op, r->shape().str(),
+                                       y.shape().str());
     }
     const Tensor<T> rc = r->contiguous();
     const T* rp = rc.data();
@@ -225,8 +228,8 @@ class LinearFn : public Function<T> {
     if (this->needs_input_grad(1)) grads[1] = Tensor<T>::empty(w.shape());
     if (grads.size() > 2 && this->needs_input_grad(2)) grads[2] = Tensor<T>::empty({out});
     if (grads[1].defined() || (grads.size() > 2 && grads[2].defined())) {
-      detail::linear_backward_params(gy.data(), x.data(), grads[1].data(), grads.size() > 2 ? grads[2].data() : nullptr,
-                                     m, k, out);
+      detail::linear_backward_params(gy.data(), x.data(), grads[1].data(),
+                                     grads.size() > 2 ? grads[2].data() : nullptr, m, k, out);
     }
     return grads;
   }
@@ -242,13 +245,15 @@ class EmbeddingFn : public Function<T> {
 
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     const Tensor<T> w = in[0].contiguous();
-    if (w.dim() != 2) dagpt::detail::raise<ShapeError>("embedding: weight must be 2-D, got {}", w.shape().str());
+    if (w.dim() != 2)
+      dagpt::detail::raise<ShapeError>("embedding: weight must be 2-D, got {}", w.shape().str());
     const std::int64_t v = w.size(0), c = w.size(1), n = idx_.numel();
     const std::int64_t* id = idx_.data();
     for (std::int64_t i = 0; i < n; ++i) {
       if (id[i] < 0 || id[i] >= v) {
-        dagpt::detail::raise<IndexError>("embedding: index {} at flat position {} of the ids {} is outside [0, {})",
-                                         id[i], i, idx_.shape().str(), v);
+        dagpt::detail::raise<IndexError>(
+            "embedding: index {} at flat position {} of the ids {} is outside [0, {})", id[i], i,
+            idx_.shape().str(), v);
       }
     }
     Shape os = idx_.shape();
@@ -345,7 +350,8 @@ class LayerNormFn : public Function<T> {
     Tensor<T> gx = want_x ? Tensor<T>::empty(x.shape()) : Tensor<T>();
     // Per-chunk partial sums of dw and db, added in chunk order (deterministic).
     const std::int64_t parts = std::clamp<std::int64_t>(m / 64, 1, 16);
-    std::vector<double> pw(static_cast<std::size_t>(parts * c), 0.0), pb(static_cast<std::size_t>(parts * c), 0.0);
+    std::vector<double> pw(static_cast<std::size_t>(parts * c), 0.0),
+        pb(static_cast<std::size_t>(parts * c), 0.0);
     const T* xp = x.data();
     const T* gp = gy.data();
     const T* wp = w.data();
@@ -354,7 +360,8 @@ class LayerNormFn : public Function<T> {
       for (std::int64_t p = p0; p < p1; ++p) {
         double* dw = pw.data() + p * c;
         double* db = pb.data() + p * c;
-        for (std::int64_t r = detail::chunk_begin(m, parts, p); r < detail::chunk_begin(m, parts, p + 1); ++r) {
+        for (std::int64_t r = detail::chunk_begin(m, parts, p); r < detail::chunk_begin(m, parts, p + 1);
+             ++r) {
           const T* xr = xp + r * c;
           const T* gr = gp + r * c;
           const double mu = mean[r], rs = rstd[r];
@@ -477,8 +484,8 @@ class MlpFn : public Function<T> {
       b1 = in[o + 2].contiguous();
       b2 = in[o + 4].contiguous();
       if (b1.numel() != hid || b2.numel() != out) {
-        dagpt::detail::raise<ShapeError>("mlp: biases have {} and {} elements, expected {} and {}", b1.numel(),
-                                         b2.numel(), hid, out);
+        dagpt::detail::raise<ShapeError>("mlp: biases have {} and {} elements, expected {} and {}",
+                                         b1.numel(), b2.numel(), hid, out);
       }
     }
     Shape us = x.shape(), ys = x.shape();
@@ -514,8 +521,8 @@ class MlpFn : public Function<T> {
       detail::gelu_forward(u.data(), t.data(), u.numel());
       if (want(iw2)) grads[iw2] = Tensor<T>::empty(w2.shape());
       if (has_b && want(ib2)) grads[ib2] = Tensor<T>::empty({out});
-      detail::linear_backward_params(gy.data(), t.data(), grads[iw2].data(), has_b ? grads[ib2].data() : nullptr, m,
-                                     hid, out);
+      detail::linear_backward_params(gy.data(), t.data(), grads[iw2].data(),
+                                     has_b ? grads[ib2].data() : nullptr, m, hid, out);
     }
     if (want(ix) || want(iw1) || (has_b && want(ib1))) {
       detail::linear_backward_input(gy.data(), w2.data(), t.data(), m, hid, out);
@@ -523,8 +530,8 @@ class MlpFn : public Function<T> {
       if (want(iw1)) grads[iw1] = Tensor<T>::empty(w1.shape());
       if (has_b && want(ib1)) grads[ib1] = Tensor<T>::empty({hid});
       if (grads[iw1].defined() || (has_b && grads[ib1].defined())) {
-        detail::linear_backward_params(t.data(), x.data(), grads[iw1].data(), has_b ? grads[ib1].data() : nullptr, m,
-                                       c, hid);
+        detail::linear_backward_params(t.data(), x.data(), grads[iw1].data(),
+                                       has_b ? grads[ib1].data() : nullptr, m, c, hid);
       }
       if (want(ix)) {
         grads[ix] = Tensor<T>::empty(x.shape());
@@ -586,8 +593,8 @@ class ResidualLinearFn : public Function<T> {
     if (this->needs_input_grad(2)) grads[2] = Tensor<T>::empty(w.shape());
     if (grads.size() > 3 && this->needs_input_grad(3)) grads[3] = Tensor<T>::empty({out});
     if (grads[2].defined() || (grads.size() > 3 && grads[3].defined())) {
-      detail::linear_backward_params(gy.data(), x.data(), grads[2].data(), grads.size() > 3 ? grads[3].data() : nullptr,
-                                     m, k, out);
+      detail::linear_backward_params(gy.data(), x.data(), grads[2].data(),
+                                     grads.size() > 3 ? grads[3].data() : nullptr, m, k, out);
     }
     return grads;
   }
@@ -607,22 +614,27 @@ class ResidualLinearFn : public Function<T> {
 template <typename T>
 class TokenPositionEmbeddingFn : public Function<T> {
  public:
-  TokenPositionEmbeddingFn(Tensor<std::int64_t> idx, DropoutDraw draw = {}) : idx_(idx.contiguous()), draw_(draw) {}
+  TokenPositionEmbeddingFn(Tensor<std::int64_t> idx, DropoutDraw draw = {})
+      : idx_(idx.contiguous()), draw_(draw) {}
 
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     const Tensor<T> wte = in[0].contiguous();
     const Tensor<T> wpe = in[1].contiguous();
-    if (idx_.dim() != 2) dagpt::detail::raise<ShapeError>("embedding: token ids have shape {}, expected [B, T]", idx_.shape().str());
+    if (idx_.dim() != 2)
+      dagpt::detail::raise<ShapeError>("embedding: token ids have shape {}, expected [B, T]",
+                                       idx_.shape().str());
     if (wte.dim() != 2 || wpe.dim() != 2 || wpe.size(1) != wte.size(1) || wpe.size(0) < idx_.size(1)) {
-      dagpt::detail::raise<ShapeError>("embedding: tables have shapes {} and {}, expected [V, C] and [>= {}, C]",
-                                       wte.shape().str(), wpe.shape().str(), idx_.size(1));
+      dagpt::detail::raise<ShapeError>(
+          "embedding: tables have shapes {} and {}, expected [V, C] and [>= {}, C]", wte.shape().str(),
+          wpe.shape().str(), idx_.size(1));
     }
     const std::int64_t v = wte.size(0), c = wte.size(1), Tn = idx_.size(1), n = idx_.numel();
     const std::int64_t* id = idx_.data();
     for (std::int64_t i = 0; i < n; ++i) {
       if (id[i] < 0 || id[i] >= v) {
-        dagpt::detail::raise<IndexError>("embedding: index {} at flat position {} of the ids {} is outside [0, {})",
-                                         id[i], i, idx_.shape().str(), v);
+        dagpt::detail::raise<IndexError>(
+            "embedding: index {} at flat position {} of the ids {} is outside [0, {})", id[i], i,
+            idx_.shape().str(), v);
       }
     }
     Tensor<T> y = Tensor<T>::empty({idx_.size(0), Tn, c});
@@ -736,8 +748,9 @@ class CausalAttentionFn : public Function<T> {
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     const Tensor<T> qkv = in[0].contiguous();
     if (qkv.dim() != 3 || qkv.size(2) % (3 * n_head_) != 0) {
-      dagpt::detail::raise<ShapeError>("attention: qkv has shape {}, expected [B, T, 3C] with C divisible by {} heads",
-                                       qkv.shape().str(), n_head_);
+      dagpt::detail::raise<ShapeError>(
+          "attention: qkv has shape {}, expected [B, T, 3C] with C divisible by {} heads", qkv.shape().str(),
+          n_head_);
     }
     const std::int64_t B = qkv.size(0), Tn = qkv.size(1), C = qkv.size(2) / 3, H = n_head_, hs = C / H;
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(hs)));

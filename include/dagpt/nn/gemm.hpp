@@ -33,10 +33,12 @@ struct MatRef {
 
 // C[m, n] (row stride ldc) += A B through Eigen.
 template <typename T>
-void gemm_eigen(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c, std::int64_t ldc) {
+void gemm_eigen(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c,
+                std::int64_t ldc) {
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Str = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
-  const Eigen::Map<const Mat, Eigen::Unaligned, Str> A(a.p, m, k, Str(a.rs, a.cs)), B(b.p, k, n, Str(b.rs, b.cs));
+  const Eigen::Map<const Mat, Eigen::Unaligned, Str> A(a.p, m, k, Str(a.rs, a.cs)),
+      B(b.p, k, n, Str(b.rs, b.cs));
   Eigen::Map<Mat, Eigen::Unaligned, Eigen::OuterStride<>> C(c, m, n, Eigen::OuterStride<>(ldc));
   C.noalias() += A * B;
 }
@@ -47,9 +49,12 @@ constexpr std::int64_t MR = 6, NR = 16, KC = 256, MC = 96, NC = 1024;
 
 // 6 x 16 block: C += sum over kc of a[p] (6 values) x b[p] (16 values); c has row stride ldc.
 inline void kernel(std::int64_t kc, const float* a, const float* b, float* c, std::int64_t ldc) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(),
+         c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(),
+         c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(),
+         c51 = _mm256_setzero_ps();
   for (std::int64_t p = 0; p < kc; ++p) {
     const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
     __m256 x = _mm256_broadcast_ss(a);
@@ -86,7 +91,8 @@ inline void kernel(std::int64_t kc, const float* a, const float* b, float* c, st
 }
 
 // Packs B[pc : pc + kc, jc : jc + nc] as panels of NR columns, each kc x NR row-major, zero-padded.
-inline void pack_b(MatRef<float> b, std::int64_t pc, std::int64_t kc, std::int64_t jc, std::int64_t nc, float* out) {
+inline void pack_b(MatRef<float> b, std::int64_t pc, std::int64_t kc, std::int64_t jc, std::int64_t nc,
+                   float* out) {
   for (std::int64_t j0 = 0; j0 < nc; j0 += NR) {
     const std::int64_t w = std::min(NR, nc - j0);
     float* o = out + j0 * kc;
@@ -101,7 +107,8 @@ inline void pack_b(MatRef<float> b, std::int64_t pc, std::int64_t kc, std::int64
 }
 
 // Packs A[ic : ic + mc, pc : pc + kc] as panels of MR rows, each kc x MR (column of the panel first).
-inline void pack_a(MatRef<float> a, std::int64_t ic, std::int64_t mc, std::int64_t pc, std::int64_t kc, float* out) {
+inline void pack_a(MatRef<float> a, std::int64_t ic, std::int64_t mc, std::int64_t pc, std::int64_t kc,
+                   float* out) {
   for (std::int64_t i0 = 0; i0 < mc; i0 += MR) {
     const std::int64_t h = std::min(MR, mc - i0);
     float* o = out + i0 * kc;
@@ -162,7 +169,8 @@ inline void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<float> a
 
 // C[m, n] (row stride ldc) += A B on the calling thread.
 template <typename T>
-void gemm_acc(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c, std::int64_t ldc) {
+void gemm_acc(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c,
+              std::int64_t ldc) {
   if (m <= 0 || n <= 0 || k <= 0) return;
 #ifdef DAGPT_NN_AVX2_GEMM
   if constexpr (std::is_same_v<T, float>) {

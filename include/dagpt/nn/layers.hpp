@@ -40,7 +40,8 @@ class Linear : public Module<T> {
 template <typename T>
 class Embedding : public Module<T> {
  public:
-  Embedding(std::int64_t num, std::int64_t dim) : weight(this->register_parameter("weight", Tensor<T>::zeros({num, dim}))) {}
+  Embedding(std::int64_t num, std::int64_t dim)
+      : weight(this->register_parameter("weight", Tensor<T>::zeros({num, dim}))) {}
   Var<T> operator()(const Tensor<std::int64_t>& idx) const { return embedding(weight, idx); }
   Var<T> weight;
 };
@@ -77,7 +78,8 @@ struct GPTConfig {
     positive("n_head", n_head);
     positive("n_embd", n_embd);
     if (n_embd % n_head != 0) {
-      dagpt::detail::raise<ValueError>("GPTConfig: n_embd = {} is not divisible by n_head = {}", n_embd, n_head);
+      dagpt::detail::raise<ValueError>("GPTConfig: n_embd = {} is not divisible by n_head = {}", n_embd,
+                                       n_head);
     }
     if (!(dropout >= 0.0 && dropout < 1.0)) {
       dagpt::detail::raise<ValueError>("GPTConfig: dropout = {} must be in [0, 1)", dropout);
@@ -89,15 +91,19 @@ template <typename T>
 class CausalSelfAttention : public Module<T> {
  public:
   CausalSelfAttention(const GPTConfig& c, DropoutSource& drop)
-      : c_attn(c.n_embd, 3 * c.n_embd, c.bias), c_proj(c.n_embd, c.n_embd, c.bias), n_head(c.n_head),
-        p(c.dropout), drop_(&drop) {
+      : c_attn(c.n_embd, 3 * c.n_embd, c.bias),
+        c_proj(c.n_embd, c.n_embd, c.bias),
+        n_head(c.n_head),
+        p(c.dropout),
+        drop_(&drop) {
     this->register_module("c_attn", c_attn);
     this->register_module("c_proj", c_proj);
   }
   Var<T> operator()(const Var<T>& x) const {
     const Var<T> qkv = c_attn(x);
     const bool on = this->is_training() && p > 0;
-    const DropoutDraw d = on ? drop_->draw(p, qkv.size(0) * n_head * qkv.size(1) * qkv.size(1)) : DropoutDraw{};
+    const DropoutDraw d =
+        on ? drop_->draw(p, qkv.size(0) * n_head * qkv.size(1) * qkv.size(1)) : DropoutDraw{};
     const Var<T> y = c_proj(causal_self_attention(qkv, n_head, d));
     return on ? dropout(y, drop_->draw(p, y.numel())) : y;
   }
@@ -105,7 +111,8 @@ class CausalSelfAttention : public Module<T> {
   Var<T> residual(const Var<T>& r, const Var<T>& x) const {
     const Var<T> qkv = c_attn(x);
     const bool on = this->is_training() && p > 0;
-    const DropoutDraw d = on ? drop_->draw(p, qkv.size(0) * n_head * qkv.size(1) * qkv.size(1)) : DropoutDraw{};
+    const DropoutDraw d =
+        on ? drop_->draw(p, qkv.size(0) * n_head * qkv.size(1) * qkv.size(1)) : DropoutDraw{};
     const Var<T> a = causal_self_attention(qkv, n_head, d);
     Shape ys = a.shape();
     ys[ys.size() - 1] = c_proj.weight.size(0);
@@ -124,7 +131,10 @@ template <typename T>
 class MLP : public Module<T> {
  public:
   MLP(const GPTConfig& c, DropoutSource& drop)
-      : c_fc(c.n_embd, 4 * c.n_embd, c.bias), c_proj(4 * c.n_embd, c.n_embd, c.bias), p(c.dropout), drop_(&drop) {
+      : c_fc(c.n_embd, 4 * c.n_embd, c.bias),
+        c_proj(4 * c.n_embd, c.n_embd, c.bias),
+        p(c.dropout),
+        drop_(&drop) {
     this->register_module("c_fc", c_fc);
     this->register_module("c_proj", c_proj);
   }
@@ -155,7 +165,7 @@ class Block : public Module<T> {
   }
   Var<T> operator()(const Var<T>& x) const {
     const Var<T> h = attn.residual(x, ln_1(x));  // x + attn(ln_1(x))
-    return mlp(ln_2(h), h);                     // h + mlp(ln_2(h))
+    return mlp(ln_2(h), h);                      // h + mlp(ln_2(h))
   }
   LayerNorm<T> ln_1;
   CausalSelfAttention<T> attn;
@@ -169,7 +179,11 @@ template <typename T>
 class Transformer : public Module<T> {
  public:
   Transformer(const GPTConfig& c, DropoutSource& drop)
-      : wte(c.vocab_size, c.n_embd), wpe(c.block_size, c.n_embd), ln_f(c.n_embd, c.bias), config_(c), drop_(&drop) {
+      : wte(c.vocab_size, c.n_embd),
+        wpe(c.block_size, c.n_embd),
+        ln_f(c.n_embd, c.bias),
+        config_(c),
+        drop_(&drop) {
     this->register_module("wte", wte);
     this->register_module("wpe", wpe);
     for (std::int64_t i = 0; i < c.n_layer; ++i) h.push_back(std::make_unique<Block<T>>(c, drop));
@@ -179,10 +193,12 @@ class Transformer : public Module<T> {
   }
 
   Var<T> operator()(const Tensor<std::int64_t>& idx) const {
-    if (idx.dim() != 2) dagpt::detail::raise<ShapeError>("GPT: token ids have shape {}, expected [B, T]", idx.shape().str());
+    if (idx.dim() != 2)
+      dagpt::detail::raise<ShapeError>("GPT: token ids have shape {}, expected [B, T]", idx.shape().str());
     const std::int64_t Tn = idx.size(1);
     if (Tn > config_.block_size) {
-      dagpt::detail::raise<ShapeError>("GPT: sequence length T = {} exceeds block_size = {}", Tn, config_.block_size);
+      dagpt::detail::raise<ShapeError>("GPT: sequence length T = {} exceeds block_size = {}", Tn,
+                                       config_.block_size);
     }
     // dropout(wte(idx) + wpe[:T]) in one op.
     const bool on = this->is_training() && config_.dropout > 0;
@@ -217,7 +233,8 @@ template <typename T>
 void init_normal(Var<T>& p, double stddev, std::uint64_t seed, std::uint64_t stream) {
   const Generator gen(seed, stream);
   T* d = p.value().data();
-  for (std::int64_t i = 0; i < p.numel(); ++i) d[i] = static_cast<T>(stddev * gen.template normal_at<double>(static_cast<std::uint64_t>(i)));
+  for (std::int64_t i = 0; i < p.numel(); ++i)
+    d[i] = static_cast<T>(stddev * gen.template normal_at<double>(static_cast<std::uint64_t>(i)));
 }
 
 template <typename T>
@@ -233,7 +250,8 @@ void gpt_init(const Module<T>& m, std::int64_t n_layer, std::uint64_t seed) {
       std::fill_n(v.value().data(), v.numel(), T(1));
     } else {
       const bool proj = name.size() >= 13 && name.compare(name.size() - 13, 13, "c_proj.weight") == 0;
-      init_normal(v, proj ? 0.02 / std::sqrt(2.0 * static_cast<double>(n_layer)) : 0.02, seed, kInitStream + k);
+      init_normal(v, proj ? 0.02 / std::sqrt(2.0 * static_cast<double>(n_layer)) : 0.02, seed,
+                  kInitStream + k);
     }
     ++k;
   }

@@ -80,8 +80,9 @@ class Module {
       }
       ++used;
       if (it->second.shape() != p.shape()) {
-        dagpt::detail::raise<ShapeError>("load_state_dict: '{}' has shape {} in the state dict, {} in the model",
-                                         name, it->second.shape().str(), p.shape().str());
+        dagpt::detail::raise<ShapeError>(
+            "load_state_dict: '{}' has shape {} in the state dict, {} in the model", name,
+            it->second.shape().str(), p.shape().str());
       }
       const Tensor<T> src = it->second.contiguous();
       std::copy_n(src.data(), src.numel(), p.value().data());

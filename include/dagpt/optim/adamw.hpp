@@ -2,8 +2,8 @@
 // global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
 //
 // One step, per parameter p with gradient g (as torch.optim.AdamW): p -= lr * wd * p (decay group only);
-// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-// Decay groups: DecayRule::matrices (default) decays parameters with dim >= 2 (weights and embeddings),
+// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) +
+// eps). Decay groups: DecayRule::matrices (default) decays parameters with dim >= 2 (weights and embeddings),
 // DecayRule::all (the reference's single group) decays every parameter.
 #pragma once
 
@@ -102,7 +102,8 @@ class AdamW {
 };
 
 // Global L2 norm of all gradients (accumulated in double); if it exceeds max_norm, every gradient is
-// scaled by max_norm / (norm + 1e-6) when that is below 1 (as torch 1.13). Returns the norm before clipping. max_norm <= 0 only measures.
+// scaled by max_norm / (norm + 1e-6) when that is below 1 (as torch 1.13). Returns the norm before clipping.
+// max_norm <= 0 only measures.
 template <typename T>
 double clip_grad_norm(const std::vector<Var<T>>& params, double max_norm) {
   // Sums of squares over fixed chunks of 16384 elements, added in order: the same result for any number

@@ -107,12 +107,14 @@ struct Prediction {
   std::string note;            // why something is missing
   double rel_error() const { return std::abs(predicted - exact) / std::max(std::abs(exact), 1e-8); }
   bool within(double tol = 1e-3) const {
-    return exact_known && std::isfinite(predicted) && (std::abs(predicted - exact) < tol || rel_error() < tol);
+    return exact_known && std::isfinite(predicted) &&
+           (std::abs(predicted - exact) < tol || rel_error() < tol);
   }
 };
 
 inline std::vector<Prediction> predict(const dag::PredictorModel<float>& model, const text::Tokenizer& tok,
-                                       const std::vector<std::string>& texts, bool reference_encoding = false) {
+                                       const std::vector<std::string>& texts,
+                                       bool reference_encoding = false) {
   const auto& mc = model.config();
   const std::int64_t T = mc.gpt.block_size;
   const dag::Layout layout = mc.layout();
@@ -186,7 +188,9 @@ struct EvalResult {
   };
   std::vector<Segment> heldout;  // REFERENCE.md §8.2 segments, scored where the plan fits the depth
   int heldout_scored = 0, heldout_within = 0, heldout_exact = 0;
-  double heldout_within_rate() const { return heldout_scored ? static_cast<double>(heldout_within) / heldout_scored : 0; }
+  double heldout_within_rate() const {
+    return heldout_scored ? static_cast<double>(heldout_within) / heldout_scored : 0;
+  }
 };
 
 namespace detail {
@@ -206,15 +210,17 @@ inline std::string duration_text(double s) {
 }
 
 // JSON number (finite) or null.
-inline std::string jnum(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : std::string("null"); }
+inline std::string jnum(double v) {
+  return std::isfinite(v) ? fmt::format("{:.6g}", v) : std::string("null");
+}
 
 // A small line chart as SVG: series of (x, y) with a label and colour, y on a log scale when asked.
 struct Series {
   std::string label, colour;
   std::vector<std::pair<double, double>> points;
 };
-inline std::string svg_panel(const std::vector<Series>& series, const std::string& title, bool log_y, double x0,
-                             double y0, double w, double h) {
+inline std::string svg_panel(const std::vector<Series>& series, const std::string& title, bool log_y,
+                             double x0, double y0, double w, double h) {
   double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
   auto ty = [&](double y) { return log_y ? std::log10(std::max(y, 1e-12)) : y; };
   for (const auto& s : series) {
@@ -232,9 +238,11 @@ inline std::string svg_panel(const std::vector<Series>& series, const std::strin
   if (ymax == ymin) ymax = ymin + 1;
   auto px = [&](double x) { return x0 + (x - xmin) / (xmax - xmin) * w; };
   auto py = [&](double y) { return y0 + h - (ty(y) - ymin) / (ymax - ymin) * h; };
-  o += fmt::format(R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{}</text>)", x0 + 2, y0 + 10,
-                   log_y ? fmt::format("{:.3g}", std::pow(10.0, ymax)) : fmt::format("{:.3g}", ymax));
-  o += fmt::format(R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{}</text>)", x0 + 2, y0 + h - 2,
+  o +=
+      fmt::format(R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{}</text>)", x0 + 2, y0 + 10,
+                  log_y ? fmt::format("{:.3g}", std::pow(10.0, ymax)) : fmt::format("{:.3g}", ymax));
+  o += fmt::format(R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{}</text>)", x0 + 2,
+                   y0 + h - 2,
                    log_y ? fmt::format("{:.3g}", std::pow(10.0, ymin)) : fmt::format("{:.3g}", ymin));
   o += fmt::format(R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">iteration {:.0f}</text>)",
                    x0 + w - 90, y0 + h + 12, xmax);
@@ -245,8 +253,8 @@ inline std::string svg_panel(const std::vector<Series>& series, const std::strin
       if (std::isfinite(y)) pts += fmt::format("{:.1f},{:.1f} ", px(x), py(y));
     }
     o += fmt::format(R"(<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>)", s.colour, pts);
-    o += fmt::format(R"(<text x="{}" y="{}" font-size="11" font-family="sans-serif" fill="{}">{}</text>)", x0 + w + 8,
-                     y0 + 14 + 14 * k++, s.colour, s.label);
+    o += fmt::format(R"(<text x="{}" y="{}" font-size="11" font-family="sans-serif" fill="{}">{}</text>)",
+                     x0 + w + 8, y0 + 14 + 14 * k++, s.colour, s.label);
   }
   return o + "</g>";
 }
@@ -293,9 +301,7 @@ class Trainer {
   void run() {
     namespace fs = std::filesystem;
     fs::create_directories(cfg_.out_dir);
-    {
-      std::ofstream(fs::path(cfg_.out_dir) / "config.toml") << cfg_.to_toml();
-    }
+    { std::ofstream(fs::path(cfg_.out_dir) / "config.toml") << cfg_.to_toml(); }
     metrics_.open(fs::path(cfg_.out_dir) / "metrics.jsonl", std::ios::app);
     log_ << fmt::format("dagpt train_predictor: {} parameters, {} on {} thread(s); run directory {}\n",
                         model_->num_parameters(), cfg_.tokenizer, omp_threads(), cfg_.out_dir);
@@ -320,12 +326,14 @@ class Trainer {
       if (detail::stop_flag().load()) {
         if (tty) log_ << "\r\033[K";
         const std::string path = save();
-        log_ << fmt::format("stopped at iteration {}: checkpoint {} (continue with --init_from=resume)\n", iter_, path);
+        log_ << fmt::format("stopped at iteration {}: checkpoint {} (continue with --init_from=resume)\n",
+                            iter_, path);
         break;
       }
       const double lr = sched_(iter_);
       const auto parts = step(lr);
-      tokens_since += static_cast<double>(cfg_.batch_size * cfg_.block_size * cfg_.gradient_accumulation_steps);
+      tokens_since +=
+          static_cast<double>(cfg_.batch_size * cfg_.block_size * cfg_.gradient_accumulation_steps);
       const auto now = std::chrono::steady_clock::now();
       const double since = std::chrono::duration<double>(now - t_last).count();
       const double elapsed = std::chrono::duration<double>(now - t_start).count();
@@ -337,19 +345,20 @@ class Trainer {
             R"({{"split": "train", "iter": {}, "loss": {}, "V_mag": {}, "V_sign": {}, "O": {}, "G": {}, "exec": {}, )"
             R"("lr": {}, "grad_norm": {}, "tokens_per_s": {}, "valid_rate": {}, "time_s": {:.3f}}})"
             "\n",
-            iter_ + 1, detail::jnum(parts[0]), detail::jnum(parts[1]), detail::jnum(parts[2]), detail::jnum(parts[3]),
-            detail::jnum(parts[4]), detail::jnum(parts[5]), detail::jnum(lr), detail::jnum(last_norm_),
-            detail::jnum(tps), detail::jnum(valid_rate_), elapsed);
+            iter_ + 1, detail::jnum(parts[0]), detail::jnum(parts[1]), detail::jnum(parts[2]),
+            detail::jnum(parts[3]), detail::jnum(parts[4]), detail::jnum(parts[5]), detail::jnum(lr),
+            detail::jnum(last_norm_), detail::jnum(tps), detail::jnum(valid_rate_), elapsed);
         metrics_.flush();
         train_curve_.emplace_back(static_cast<double>(iter_ + 1), parts[0]);
         const std::string line =
-            fmt::format("iter {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", iter_ + 1, cfg_.max_iters,
-                        parts[0], lr, tps, detail::duration_text(eta));
+            fmt::format("iter {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", iter_ + 1,
+                        cfg_.max_iters, parts[0], lr, tps, detail::duration_text(eta));
         if (tty) {
           log_ << "\r\033[K" << line << std::flush;
         } else {
-          log_ << line << fmt::format(" | V_mag {:.4f} V_sign {:.4f} O {:.4f} G {:.4f} exec {:.4f}\n", parts[1],
-                                      parts[2], parts[3], parts[4], parts[5])
+          log_ << line
+               << fmt::format(" | V_mag {:.4f} V_sign {:.4f} O {:.4f} G {:.4f} exec {:.4f}\n", parts[1],
+                              parts[2], parts[3], parts[4], parts[5])
                << std::flush;  // live when redirected to a file too
         }
         t_last = now;
@@ -359,8 +368,8 @@ class Trainer {
     if (tty) log_ << "\n";
     std::signal(SIGINT, prev);
     write_curves();
-    log_ << fmt::format("curves: {}\nparameter checksum: {}\n", (fs::path(cfg_.out_dir) / "curves.svg").string(),
-                        parameter_checksum());
+    log_ << fmt::format("curves: {}\nparameter checksum: {}\n",
+                        (fs::path(cfg_.out_dir) / "curves.svg").string(), parameter_checksum());
   }
 
   // One optimizer step over gradient_accumulation_steps fresh batches; returns the mean loss components.
@@ -375,8 +384,8 @@ class Trainer {
       valid += b.valid_tokens;
       total += b.total_tokens;
       const auto out = (*model_)(b.tokens);
-      const auto loss = dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec, b.targets,
-                                       b.values, b.mask, loss_, out.plan.digit_logits);
+      const auto loss = dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec,
+                                       b.targets, b.values, b.mask, loss_, out.plan.digit_logits);
       const auto v = loss.values();
       for (std::size_t k = 0; k < 6; ++k) parts[k] += v[k] / accum;
       if (cfg_.check_nans && !std::isfinite(v[0])) {
@@ -416,12 +425,13 @@ class Trainer {
     };
     for (const auto& b : val_) {
       const auto out = (*model_)(b.tokens);
-      const auto loss = dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec, b.targets,
-                                       b.values, b.mask, loss_, out.plan.digit_logits);
+      const auto loss = dag::plan_loss(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, out.exec,
+                                       b.targets, b.values, b.mask, loss_, out.plan.digit_logits);
       const auto v = loss.values();
       for (std::size_t k = 0; k < 6; ++k) r.loss[k] += v[k] / static_cast<double>(val_.size());
       const auto plan = out.plan.values();
-      const Tensor<float>* logits = out.plan.digit_logits.defined() ? &out.plan.digit_logits.value() : nullptr;
+      const Tensor<float>* logits =
+          out.plan.digit_logits.defined() ? &out.plan.digit_logits.value() : nullptr;
       accumulate(sum_all, dag::plan_metrics(plan, out.exec.value(), b.targets, b.values, b.mask, 1e-3,
                                             cfg_.max_decimal_places, logits, loss_.digit_format));
       Tensor<float> last = Tensor<float>::zeros(b.mask.shape());
@@ -472,9 +482,10 @@ class Trainer {
     os << fmt::format("| exec within 1e-3, last token | {:.2f} % |\n", 100 * r.last.exec_within);
     os << fmt::format("| plan exact match, last token | {:.2f} % |\n", 100 * r.last.plan_exact);
     os << fmt::format("| exec within 1e-3, every valid token | {:.2f} % |\n", 100 * r.all.exec_within);
-    os << fmt::format("| sign / op / gate accuracy | {:.2f} / {:.2f} / {:.2f} % |\n", 100 * r.all.sign_accuracy,
-                      100 * r.all.op_accuracy, 100 * r.all.gate_accuracy);
-    if (cfg_.mag_head == "digits") os << fmt::format("| digit accuracy | {:.2f} % |\n", 100 * r.all.digit_accuracy);
+    os << fmt::format("| sign / op / gate accuracy | {:.2f} / {:.2f} / {:.2f} % |\n",
+                      100 * r.all.sign_accuracy, 100 * r.all.op_accuracy, 100 * r.all.gate_accuracy);
+    if (cfg_.mag_head == "digits")
+      os << fmt::format("| digit accuracy | {:.2f} % |\n", 100 * r.all.digit_accuracy);
     os << fmt::format("| held-out segments within 1e-3 | {:.2f} % ({} of {} that fit depth {}) |\n",
                       100 * r.heldout_within_rate(), r.heldout_within, r.heldout_scored, cfg_.dag_depth);
     os << "\n| held-out segment | fit | within 1e-3 | plan exact |\n|---|---|---|---|\n";
@@ -492,8 +503,8 @@ class Trainer {
         os << fmt::format("| `{}` | — | — | {} |\n", p.text, p.note);
         continue;
       }
-      os << fmt::format("| `{}` | {:.6g} | {:.6g} | {:.2e}{} |\n", p.text, p.predicted, p.exact, p.rel_error(),
-                        p.within() ? "" : " ✗");
+      os << fmt::format("| `{}` | {:.6g} | {:.6g} | {:.2e}{} |\n", p.text, p.predicted, p.exact,
+                        p.rel_error(), p.within() ? "" : " ✗");
     }
   }
 
@@ -526,7 +537,8 @@ class Trainer {
     if (!fs::is_directory(dir)) return best;
     for (const auto& e : fs::directory_iterator(dir)) {
       const std::string name = e.path().filename().string();
-      if (std::regex_match(name, std::regex(R"(ckpt_\d{8}\.safetensors)")) && (best.empty() || e.path().string() > best)) {
+      if (std::regex_match(name, std::regex(R"(ckpt_\d{8}\.safetensors)")) &&
+          (best.empty() || e.path().string() > best)) {
         best = e.path().string();
       }
     }
@@ -552,7 +564,8 @@ class Trainer {
 
   void log_eval(const EvalResult& r) {
     log_ << fmt::format(
-        "eval at iter {}: val loss {:.4f} | last token: exec within 1e-3 {:.2f} %, plan exact {:.2f} % | all tokens: "
+        "eval at iter {}: val loss {:.4f} | last token: exec within 1e-3 {:.2f} %, plan exact {:.2f} % | all "
+        "tokens: "
         "exec {:.2f} %, sign {:.2f} %, op {:.2f} %, gate {:.2f} % | held-out {}/{}\n",
         iter_, r.loss[0], 100 * r.last.exec_within, 100 * r.last.plan_exact, 100 * r.all.exec_within,
         100 * r.all.sign_accuracy, 100 * r.all.op_accuracy, 100 * r.all.gate_accuracy, r.heldout_within,
@@ -560,16 +573,19 @@ class Trainer {
     log_.flush();
     if (metrics_.is_open()) {
       std::string seg;
-      for (const auto& s : r.heldout) seg += fmt::format(R"(, "heldout/{}": {})", s.name, s.scored ? detail::jnum(static_cast<double>(s.within) / s.scored) : "null");
+      for (const auto& s : r.heldout)
+        seg += fmt::format(R"(, "heldout/{}": {})", s.name,
+                           s.scored ? detail::jnum(static_cast<double>(s.within) / s.scored) : "null");
       metrics_ << fmt::format(
           R"({{"split": "val", "iter": {}, "loss": {}, "V_mag": {}, "V_sign": {}, "O": {}, "G": {}, "exec": {}, )"
           R"("exec_within_last": {}, "plan_exact_last": {}, "exec_within": {}, "sign_accuracy": {}, "op_accuracy": {}, )"
           R"("gate_accuracy": {}, "heldout_within": {}{}}})"
           "\n",
-          iter_, detail::jnum(r.loss[0]), detail::jnum(r.loss[1]), detail::jnum(r.loss[2]), detail::jnum(r.loss[3]),
-          detail::jnum(r.loss[4]), detail::jnum(r.loss[5]), detail::jnum(r.last.exec_within),
-          detail::jnum(r.last.plan_exact), detail::jnum(r.all.exec_within), detail::jnum(r.all.sign_accuracy),
-          detail::jnum(r.all.op_accuracy), detail::jnum(r.all.gate_accuracy), detail::jnum(r.heldout_within_rate()), seg);
+          iter_, detail::jnum(r.loss[0]), detail::jnum(r.loss[1]), detail::jnum(r.loss[2]),
+          detail::jnum(r.loss[3]), detail::jnum(r.loss[4]), detail::jnum(r.loss[5]),
+          detail::jnum(r.last.exec_within), detail::jnum(r.last.plan_exact), detail::jnum(r.all.exec_within),
+          detail::jnum(r.all.sign_accuracy), detail::jnum(r.all.op_accuracy),
+          detail::jnum(r.all.gate_accuracy), detail::jnum(r.heldout_within_rate()), seg);
       metrics_.flush();
     }
     val_curve_.emplace_back(static_cast<double>(iter_), r.loss[0]);
@@ -582,8 +598,9 @@ class Trainer {
   void write_curves() const {
     namespace fs = std::filesystem;
     if (!fs::is_directory(cfg_.out_dir)) return;
-    std::string svg = R"(<svg xmlns="http://www.w3.org/2000/svg" width="760" height="560" viewBox="0 0 760 560">)"
-                      R"(<rect width="760" height="560" fill="white"/>)";
+    std::string svg =
+        R"(<svg xmlns="http://www.w3.org/2000/svg" width="760" height="560" viewBox="0 0 760 560">)"
+        R"(<rect width="760" height="560" fill="white"/>)";
     svg += detail::svg_panel({{"train loss", "#1f77b4", train_curve_}, {"val loss", "#d62728", val_curve_}},
                              "loss (log scale) — " + cfg_.name, true, 50, 30, 540, 210);
     svg += detail::svg_panel({{"exec within 1e-3 (last token)", "#2ca02c", within_curve_},
@@ -613,7 +630,8 @@ class Trainer {
     if (how == "scratch") return;
     if (how.rfind("gpt2", 0) == 0) {
       dagpt::detail::raise<ConfigError>(
-          "init_from = \"{}\": GPT-2 weight import is not available yet; use scratch, resume, latest or a checkpoint "
+          "init_from = \"{}\": GPT-2 weight import is not available yet; use scratch, resume, latest or a "
+          "checkpoint "
           "path",
           how);
     }
@@ -622,8 +640,9 @@ class Trainer {
       path = latest_checkpoint(cfg_.out_dir);
       if (path.empty()) {
         dagpt::detail::raise<ConfigError>(
-            "init_from = \"{}\": no checkpoint (ckpt_<iter>.safetensors) in {}; start with --init_from=scratch", how,
-            cfg_.out_dir);
+            "init_from = \"{}\": no checkpoint (ckpt_<iter>.safetensors) in {}; start with "
+            "--init_from=scratch",
+            how, cfg_.out_dir);
       }
     }
     load(path);
@@ -635,12 +654,12 @@ class Trainer {
     auto same = [&](const char* key) {
       const std::string a = saved.value_text(key), b = cfg_.value_text(key);
       if (a != b) {
-        dagpt::detail::raise<io::CheckpointError>("checkpoint {}: {} is {} in the checkpoint but {} in this run", path,
-                                                  key, a, b);
+        dagpt::detail::raise<io::CheckpointError>(
+            "checkpoint {}: {} is {} in the checkpoint but {} in this run", path, key, a, b);
       }
     };
-    for (const char* k : {"tokenizer", "n_layer", "n_head", "n_embd", "block_size", "dag_depth", "layout", "bias",
-                          "mag_head"}) {
+    for (const char* k : {"tokenizer", "n_layer", "n_head", "n_embd", "block_size", "dag_depth", "layout",
+                          "bias", "mag_head"}) {
       same(k);
     }
     if (cfg_.mag_head == "digits") {  // the digit head's width
@@ -651,8 +670,9 @@ class Trainer {
     for (auto& [name, p] : model_->named_parameters()) {
       const Tensor<float>& t = ck.tensor("model/" + name, path);
       if (t.shape() != p.shape()) {
-        dagpt::detail::raise<io::CheckpointError>("checkpoint {}: tensor 'model/{}' has shape {}, the model needs {}",
-                                                  path, name, t.shape().str(), p.shape().str());
+        dagpt::detail::raise<io::CheckpointError>(
+            "checkpoint {}: tensor 'model/{}' has shape {}, the model needs {}", path, name, t.shape().str(),
+            p.shape().str());
       }
       sd.emplace(name, t);
     }
@@ -661,8 +681,8 @@ class Trainer {
       const Tensor<float>& m = ck.tensor("adam/m/" + s.name, path);
       const Tensor<float>& v = ck.tensor("adam/v/" + s.name, path);
       if (m.shape() != s.m.shape() || v.shape() != s.v.shape()) {
-        dagpt::detail::raise<io::CheckpointError>("checkpoint {}: the Adam moments of '{}' have the wrong shape", path,
-                                                  s.name);
+        dagpt::detail::raise<io::CheckpointError>(
+            "checkpoint {}: the Adam moments of '{}' have the wrong shape", path, s.name);
       }
       std::copy_n(m.data(), m.numel(), s.m.data());
       std::copy_n(v.data(), v.numel(), s.v.data());
@@ -675,7 +695,8 @@ class Trainer {
         if (used != s.size()) throw std::invalid_argument(s);
         return v;
       } catch (const std::exception&) {
-        dagpt::detail::raise<io::CheckpointError>("checkpoint {}: field '{}' is '{}', not a number", path, key, s);
+        dagpt::detail::raise<io::CheckpointError>("checkpoint {}: field '{}' is '{}', not a number", path,
+                                                  key, s);
       }
     };
     opt_->set_steps(static_cast<std::int64_t>(number("adam_steps")));
@@ -700,7 +721,8 @@ class Trainer {
   std::uint64_t data_position_ = 0;
   double last_norm_ = 0, valid_rate_ = 0;
   std::ofstream metrics_;
-  std::vector<std::pair<double, double>> train_curve_, val_curve_, within_curve_, exact_curve_, heldout_curve_;
+  std::vector<std::pair<double, double>> train_curve_, val_curve_, within_curve_, exact_curve_,
+      heldout_curve_;
 };
 
 }  // namespace dagpt::train
