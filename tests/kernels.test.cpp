@@ -1,6 +1,7 @@
 // kernels/cpu/: values of every op against plain loops, broadcasting, strided inputs, threading, errors.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
 #include <dagpt/dagpt.hpp>
 #include <limits>
 
@@ -164,6 +165,16 @@ TEST_CASE("the CPU buffer cache reuses large buffers and can be emptied", "[kern
   CHECK(dagpt::sum(b).item() == static_cast<double>(1 << 18));
   dagpt::empty_cpu_cache();
   CHECK(dagpt::cpu_cache_bytes() == 0);
+#if defined(__linux__)
+  // Buffers of 2 MB and more start on a 2 MB boundary (whole transparent huge pages), and every byte of
+  // an odd-sized one is usable.
+  for (const std::int64_t n : {std::int64_t{1} << 18, (std::int64_t{3} << 18) + 5}) {
+    auto c = Tensor<double>::full({n}, 2.0);
+    CHECK(reinterpret_cast<std::uintptr_t>(c.data()) % (std::uintptr_t{2} << 20) == 0);
+    CHECK(dagpt::sum(c).item() == 2.0 * static_cast<double>(n));
+  }
+  dagpt::empty_cpu_cache();
+#endif
 }
 
 TEST_CASE("large elementwise work is split over threads with the same result", "[kernels]") {

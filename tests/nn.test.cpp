@@ -533,6 +533,49 @@ TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit 
   }
 }
 
+// The fused MLP's backward runs in row chunks (2 MB of [rows, hidden] scratch at a time): with 1100 rows and
+// 1024 hidden units that is chunks of 512, 512 and 76 rows, which must give the unfused ops' gradients.
+TEST_CASE("fused MLP backward in row chunks equals the unfused ops", "[nn]") {
+  using namespace dagpt::nn;
+  const std::int64_t m = 1100, c = 16, h = 1024;
+  REQUIRE(detail::chunk_rows(m, h) == 512);
+  REQUIRE(detail::chunk_rows(100, h) == 100);
+  const TD x = randn({m, c}, 31), r = randn({m, c}, 32), w1 = randn({h, c}, 33), b1 = randn({h}, 34),
+           w2 = randn({c, h}, 35), b2 = randn({c}, 36), gy = randn({m, c}, 37);
+  const TD lw = randn({c}, 38), lb = randn({c}, 39);
+  // ln: with the LayerNorm in front (layer_norm_mlp, whose residual is x itself), recomputed per chunk
+  auto grads = [&](bool fused, bool ln) {
+    const std::vector<VD> v{VD(x, true),  VD(w1, true), VD(b1, true), VD(w2, true),
+                            VD(b2, true), VD(r, true),  VD(lw, true), VD(lb, true)};
+    VD y;
+    if (ln) {
+      y = fused ? layer_norm_mlp(v[0], v[6], v[7], v[1], v[2], v[3], v[4], draw(0.3))
+                : v[0] + dropout(linear(gelu(linear(layer_norm(v[0], v[6], v[7]), v[1], v[2])), v[3], v[4]),
+                                 draw(0.3));
+    } else {
+      y = fused ? mlp(v[0], v[1], v[2], v[3], v[4], draw(0.3), v[5])
+                : v[5] + dropout(linear(gelu(linear(v[0], v[1], v[2])), v[3], v[4]), draw(0.3));
+    }
+    y.backward(gy);
+    std::vector<TD> g;
+    for (const auto& q : v) {
+      if (q.grad().defined()) g.push_back(q.grad());
+    }
+    return g;
+  };
+  for (const bool ln : {false, true}) {
+    const auto a = grads(true, ln), b = grads(false, ln);
+    REQUIRE(a.size() == (ln ? 7U : 6U));
+    REQUIRE(b.size() == a.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO("layer norm " << ln << ", input " << i);
+      const double scale = dagpt::max(dagpt::abs(b[i])).item();
+      REQUIRE(scale > 0);
+      REQUIRE(dagpt::max(dagpt::abs(a[i] - b[i])).item() <= 1e-12 * scale * static_cast<double>(m));
+    }
+  }
+}
+
 // The fused ops of nn/functional.hpp against the unfused ops they replace (values) and finite differences
 // in double (gradients), with dropout on.
 TEST_CASE("fused MLP, residual projection and token+position embedding: values and gradients", "[nn]") {
@@ -546,6 +589,30 @@ TEST_CASE("fused MLP, residual projection and token+position embedding: values a
   require_grads([](const std::vector<VD>& v) { return mlp(v[0], v[1], v[2], v[3], v[4], draw(0.3), v[5]); },
                 {x, w1, b1, w2, b2, r});
   require_grads([](const std::vector<VD>& v) { return mlp(v[0], v[1], VD(), v[2], VD()); }, {x, w1, w2});
+  // The LayerNorm fused into the op after it: layer_norm_linear and layer_norm_mlp (residual x).
+  const TD lw = randn({4}, 21), lb = randn({4}, 22);
+  const VD ll = layer_norm_linear(VD(x), VD(lw), VD(lb), VD(w1), VD(b1));
+  const VD lp = linear(layer_norm(VD(x), VD(lw), VD(lb)), VD(w1), VD(b1));
+  REQUIRE(dagpt::max(dagpt::abs(ll.value() - lp.value())).item() < 1e-12);
+  require_grads([](const std::vector<VD>& v) { return layer_norm_linear(v[0], v[1], v[2], v[3], v[4]); },
+                {x, lw, lb, w1, b1});
+  require_grads([](const std::vector<VD>& v) { return layer_norm_linear(v[0], v[1], VD(), v[2]); },
+                {x, lw, w1});
+  const VD lm = layer_norm_mlp(VD(x), VD(lw), VD(lb), VD(w1), VD(b1), VD(w2), VD(b2), draw(0.3));
+  const VD lmp =
+      VD(x) + dropout(linear(gelu(linear(layer_norm(VD(x), VD(lw), VD(lb)), VD(w1), VD(b1))), VD(w2), VD(b2)),
+                      draw(0.3));
+  REQUIRE(dagpt::max(dagpt::abs(lm.value() - lmp.value())).item() < 1e-12);
+  require_grads(
+      [](const std::vector<VD>& v) {
+        return layer_norm_mlp(v[0], v[1], v[2], v[3], v[4], v[5], v[6], draw(0.3));
+      },
+      {x, lw, lb, w1, b1, w2, b2});
+  require_grads(
+      [](const std::vector<VD>& v) {
+        return layer_norm_mlp(v[0], v[1], VD(), v[2], VD(), v[3], VD(), DropoutDraw{}, false);
+      },
+      {x, lw, w1, w2});
   // r + dropout(x W^T + b)
   const TD w = randn({4, 4}, 17), b = randn({4}, 18);
   const VD rl = residual_linear(VD(r), VD(x), VD(w), VD(b), draw(0.25, 40));

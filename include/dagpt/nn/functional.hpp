@@ -84,6 +84,19 @@ void apply_keep(const T* x, const std::uint8_t* keep, T scale, T* y, std::int64_
   });
 }
 
+// Row chunks of a matrix product's summed axis that keep its sums exact: gemm_acc sums that axis in panels
+// of kGemmRows, so chunks of a multiple of it add up in the same order as one product over all rows.
+inline constexpr std::int64_t kGemmRows = 256;
+#ifdef DAGPT_NN_AVX2_GEMM
+static_assert(kGemmRows % gemm_avx2::KC == 0, "row chunks must be whole panels of the GEMM's summed axis");
+#endif
+// Rows per chunk for [rows, width] scratch of about 2 MB (a multiple of kGemmRows; m when m is smaller).
+inline std::int64_t chunk_rows(std::int64_t m, std::int64_t width) {
+  const std::int64_t r =
+      std::max<std::int64_t>(1, (std::int64_t{1} << 19) / std::max<std::int64_t>(width, 1));
+  return std::min(m, std::max(kGemmRows, r / kGemmRows * kGemmRows));
+}
+
 // Splits [0, n) into `parts` chunks for per-chunk partial sums (deterministic, unlike per-thread ones).
 inline std::int64_t chunk_begin(std::int64_t n, std::int64_t parts, std::int64_t i) { return n * i / parts; }
 
@@ -118,19 +131,20 @@ void linear_backward_input(const T* gy, const T* w, T* gx, std::int64_t m, std::
 }
 
 // GW[out, k] = GY[m, out]^T X[m, k] and gb[out] = sum over rows of GY (either may be null), split by
-// output rows; each gb[j] sums the rows in order.
+// output rows; each gb[j] sums the rows in order. With `accumulate`, GW and gb are added to instead: rows
+// given in consecutive chunks of a multiple of kGemmRows sum exactly as when given at once.
 template <typename T>
 void linear_backward_params(const T* gy, const T* x, T* gw, T* gb, std::int64_t m, std::int64_t k,
-                            std::int64_t out) {
+                            std::int64_t out, bool accumulate = false) {
   parallel_for(out, m * k * out, [&](std::int64_t o0, std::int64_t o1) {
     const std::int64_t n = o1 - o0;
     if (gw != nullptr) {
-      std::fill_n(gw + o0 * k, n * k, T(0));
+      if (!accumulate) std::fill_n(gw + o0 * k, n * k, T(0));
       gemm_acc<T>(n, k, m, {gy + o0, 1, out}, {x, k, 1}, gw + o0 * k, k);
     }
     if (gb != nullptr) {
       T* bj = gb + o0;
-      std::fill_n(bj, n, T(0));
+      if (!accumulate) std::fill_n(bj, n, T(0));
       for (std::int64_t r = 0; r < m; ++r) {
         const T* g = gy + r * out + o0;
 #pragma omp simd
@@ -293,6 +307,130 @@ class EmbeddingFn : public Function<T> {
   Shape shape_;
 };
 
+namespace detail {
+// LayerNorm of rows [r0, r1) of x [m, c]: y = (x - mean) * rstd * w (+ b), statistics in double, stored in T
+// (mean and rstd may be null: recomputing y from saved statistics is done by layer_norm_apply).
+template <typename T>
+void layer_norm_rows(const T* x, const T* w, const T* b, double eps, std::int64_t c, std::int64_t r0,
+                     std::int64_t r1, T* y, T* mean, T* rstd) {
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * c;
+    double s = 0;
+    for (std::int64_t j = 0; j < c; ++j) s += xr[j];
+    const double mu = s / static_cast<double>(c);
+    double v = 0;
+    for (std::int64_t j = 0; j < c; ++j) v += (xr[j] - mu) * (xr[j] - mu);
+    const double rs = 1.0 / std::sqrt(v / static_cast<double>(c) + eps);
+    mean[r] = static_cast<T>(mu);
+    rstd[r] = static_cast<T>(rs);
+    const T muT = static_cast<T>(mu), rsT = static_cast<T>(rs);
+    T* yr = y + (r - r0) * c;
+    for (std::int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - muT) * rsT * w[j] + (b ? b[j] : T(0));
+  }
+}
+// LayerNorm of the m rows of x [m, c] into y [m, c], mean and rstd [m], split between threads.
+template <typename T>
+void layer_norm_forward(const T* x, const T* w, const T* b, double eps, std::int64_t m, std::int64_t c, T* y,
+                        T* mean, T* rstd) {
+  parallel_for(m, m * c * 4, [&](std::int64_t r0, std::int64_t r1) {
+    layer_norm_rows(x, w, b, eps, c, r0, r1, y + r0 * c, mean, rstd);
+  });
+}
+// Rows [r0, r0 + n) of the LayerNorm output again, from the saved statistics (bit for bit the forward's),
+// into y [n, c]: what a fused op computes instead of keeping the [m, c] output from forward to backward.
+template <typename T>
+void layer_norm_apply(const T* x, const T* w, const T* b, const T* mean, const T* rstd, std::int64_t c,
+                      std::int64_t r0, std::int64_t n, T* y) {
+  parallel_for(n, n * c * 2, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const std::int64_t r = r0 + i;
+      const T* xr = x + r * c;
+      T* yr = y + i * c;
+      const T mu = mean[r], rs = rstd[r];
+      for (std::int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * w[j] + (b ? b[j] : T(0));
+    }
+  });
+}
+// The LayerNorm backward over m rows: gx [m, c] (may be gy: each row is read before it is written; null
+// when not wanted) and the weight and bias gradients gw, gb [c] (either may be null). The parameter sums
+// run in double per fixed chunk of rows, added in chunk order (deterministic).
+template <typename T>
+void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, const T* gy, std::int64_t m,
+                         std::int64_t c, T* gx, T* gw, T* gb) {
+  const std::int64_t parts = std::clamp<std::int64_t>(m / 64, 1, 16);
+  std::vector<double> pw(static_cast<std::size_t>(parts * c), 0.0),
+      pb(static_cast<std::size_t>(parts * c), 0.0);
+  parallel_for(parts, m * c * 8, [&](std::int64_t p0, std::int64_t p1) {
+    std::vector<double> xhat(static_cast<std::size_t>(c));
+    for (std::int64_t p = p0; p < p1; ++p) {
+      double* dw = pw.data() + p * c;
+      double* db = pb.data() + p * c;
+      for (std::int64_t r = chunk_begin(m, parts, p); r < chunk_begin(m, parts, p + 1); ++r) {
+        const T* xr = x + r * c;
+        const T* gr = gy + r * c;
+        const double mu = mean[r], rs = rstd[r];
+        double s1 = 0, s2 = 0;  // mean of dxhat and of dxhat * xhat
+        for (std::int64_t j = 0; j < c; ++j) {
+          const double xh = (xr[j] - mu) * rs;
+          xhat[static_cast<std::size_t>(j)] = xh;
+          const double dxh = static_cast<double>(gr[j]) * w[j];
+          s1 += dxh;
+          s2 += dxh * xh;
+          dw[j] += static_cast<double>(gr[j]) * xh;
+          db[j] += gr[j];
+        }
+        if (gx != nullptr) {
+          s1 /= static_cast<double>(c);
+          s2 /= static_cast<double>(c);
+          T* gxr = gx + r * c;
+          for (std::int64_t j = 0; j < c; ++j) {
+            const double xh = xhat[static_cast<std::size_t>(j)];
+            gxr[j] = static_cast<T>(rs * (static_cast<double>(gr[j]) * w[j] - s1 - xh * s2));
+          }
+        }
+      }
+    }
+  });
+  for (std::int64_t j = 0; j < c; ++j) {
+    double sw = 0, sb = 0;
+    for (std::int64_t p = 0; p < parts; ++p) {
+      sw += pw[static_cast<std::size_t>(p * c + j)];
+      sb += pb[static_cast<std::size_t>(p * c + j)];
+    }
+    if (gw != nullptr) gw[j] = static_cast<T>(sw);
+    if (gb != nullptr) gb[j] = static_cast<T>(sb);
+  }
+}
+// The LayerNorm part of a fused op: weight (and bias) given, eps; the statistics of the last forward.
+template <typename T>
+struct LayerNormPart {
+  Tensor<T> w, b;  // b undefined without bias
+  Tensor<T> mean, rstd;
+  double eps = 1e-5;
+
+  void check(const Tensor<T>& x, const char* op) const {
+    const std::int64_t c = w.numel();
+    require_last_dim(x, c, op, "input");
+    if (b.defined() && b.numel() != c) {
+      dagpt::detail::raise<ShapeError>("{}: LayerNorm bias has {} elements, its weight has {}", op, b.numel(),
+                                       c);
+    }
+  }
+  // y [m, c] = LayerNorm(x), keeping the statistics.
+  void forward(const Tensor<T>& x, T* y) {
+    const std::int64_t m = rows_of(x);
+    mean = Tensor<T>::empty({m});
+    rstd = Tensor<T>::empty({m});
+    layer_norm_forward(x.data(), w.data(), b.defined() ? b.data() : nullptr, eps, m, w.numel(), y,
+                       mean.data(), rstd.data());
+  }
+  void apply(const Tensor<T>& x, std::int64_t r0, std::int64_t n, T* y) const {
+    layer_norm_apply(x.data(), w.data(), b.defined() ? b.data() : nullptr, mean.data(), rstd.data(),
+                     w.numel(), r0, n, y);
+  }
+};
+}  // namespace detail
+
 // LayerNorm over the last axis: y = (x - mean) / sqrt(var + eps) * w (+ b), biased variance. Inputs {x, w}
 // or {x, w, b}. Statistics are accumulated in double.
 template <typename T>
@@ -302,113 +440,120 @@ class LayerNormFn : public Function<T> {
 
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     const Tensor<T> x = in[0].contiguous();
-    const Tensor<T> w = in[1].contiguous();
-    const std::int64_t c = w.numel();
-    detail::require_last_dim(x, c, "layer_norm", "input");
-    const bool has_b = in.size() > 2;
-    const Tensor<T> b = has_b ? in[2].contiguous() : Tensor<T>();
-    if (has_b && b.numel() != c) {
-      dagpt::detail::raise<ShapeError>("layer_norm: bias has {} elements, weight has {}", b.numel(), c);
-    }
-    const std::int64_t m = detail::rows_of(x);
+    detail::LayerNormPart<T> ln{
+        in[1].contiguous(), in.size() > 2 ? in[2].contiguous() : Tensor<T>(), {}, {}, eps_};
+    ln.check(x, "layer_norm");
     Tensor<T> y = Tensor<T>::empty(x.shape());
-    Tensor<T> mean = Tensor<T>::empty({m}), rstd = Tensor<T>::empty({m});
-    const T* xp = x.data();
-    const T* wp = w.data();
-    const T* bp = has_b ? b.data() : nullptr;
-    T* yp = y.data();
-    parallel_for(m, m * c * 4, [&](std::int64_t r0, std::int64_t r1) {
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const T* xr = xp + r * c;
-        double s = 0;
-        for (std::int64_t j = 0; j < c; ++j) s += xr[j];
-        const double mu = s / static_cast<double>(c);
-        double v = 0;
-        for (std::int64_t j = 0; j < c; ++j) v += (xr[j] - mu) * (xr[j] - mu);
-        const double rs = 1.0 / std::sqrt(v / static_cast<double>(c) + eps_);
-        mean.data()[r] = static_cast<T>(mu);
-        rstd.data()[r] = static_cast<T>(rs);
-        const T muT = static_cast<T>(mu), rsT = static_cast<T>(rs);
-        T* yr = yp + r * c;
-        for (std::int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - muT) * rsT * wp[j] + (bp ? bp[j] : T(0));
-      }
-    });
-    this->save_for_backward({x, w, mean, rstd});
+    ln.forward(x, y.data());
+    this->save_for_backward({x, ln.w, ln.mean, ln.rstd});
     return {y};
   }
 
   std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
     const Tensor<T>& x = this->saved()[0];
     const Tensor<T>& w = this->saved()[1];
-    const T* mean = this->saved()[2].data();
-    const T* rstd = this->saved()[3].data();
     const Tensor<T> gy = g[0].contiguous();
     const std::int64_t c = w.numel(), m = detail::rows_of(x);
-    const bool want_x = this->needs_input_grad(0);
-    const bool want_w = this->needs_input_grad(1);
-    const bool want_b = this->inputs.size() > 2 && this->needs_input_grad(2);
-    Tensor<T> gx = want_x ? Tensor<T>::empty(x.shape()) : Tensor<T>();
-    // Per-chunk partial sums of dw and db, added in chunk order (deterministic).
-    const std::int64_t parts = std::clamp<std::int64_t>(m / 64, 1, 16);
-    std::vector<double> pw(static_cast<std::size_t>(parts * c), 0.0),
-        pb(static_cast<std::size_t>(parts * c), 0.0);
-    const T* xp = x.data();
-    const T* gp = gy.data();
-    const T* wp = w.data();
-    parallel_for(parts, m * c * 8, [&](std::int64_t p0, std::int64_t p1) {
-      std::vector<double> xhat(static_cast<std::size_t>(c));
-      for (std::int64_t p = p0; p < p1; ++p) {
-        double* dw = pw.data() + p * c;
-        double* db = pb.data() + p * c;
-        for (std::int64_t r = detail::chunk_begin(m, parts, p); r < detail::chunk_begin(m, parts, p + 1);
-             ++r) {
-          const T* xr = xp + r * c;
-          const T* gr = gp + r * c;
-          const double mu = mean[r], rs = rstd[r];
-          double s1 = 0, s2 = 0;  // mean of dxhat and of dxhat * xhat
-          for (std::int64_t j = 0; j < c; ++j) {
-            const double xh = (xr[j] - mu) * rs;
-            xhat[static_cast<std::size_t>(j)] = xh;
-            const double dxh = static_cast<double>(gr[j]) * wp[j];
-            s1 += dxh;
-            s2 += dxh * xh;
-            dw[j] += static_cast<double>(gr[j]) * xh;
-            db[j] += gr[j];
-          }
-          if (want_x) {
-            s1 /= static_cast<double>(c);
-            s2 /= static_cast<double>(c);
-            T* gxr = gx.data() + r * c;
-            for (std::int64_t j = 0; j < c; ++j) {
-              const double xh = xhat[static_cast<std::size_t>(j)];
-              gxr[j] = static_cast<T>(rs * (static_cast<double>(gr[j]) * wp[j] - s1 - xh * s2));
-            }
-          }
-        }
-      }
-    });
     std::vector<Tensor<T>> grads(this->inputs.size());
-    grads[0] = gx;
-    if (want_w || want_b) {
-      Tensor<T> gw = Tensor<T>::empty({c}), gb = Tensor<T>::empty({c});
-      for (std::int64_t j = 0; j < c; ++j) {
-        double sw = 0, sb = 0;
-        for (std::int64_t p = 0; p < parts; ++p) {
-          sw += pw[static_cast<std::size_t>(p * c + j)];
-          sb += pb[static_cast<std::size_t>(p * c + j)];
-        }
-        gw.data()[j] = static_cast<T>(sw);
-        gb.data()[j] = static_cast<T>(sb);
-      }
-      if (want_w) grads[1] = gw.reshape(w.shape());
-      if (want_b) grads[2] = gb.reshape(this->inputs[2]->value.shape());
-    }
+    if (this->needs_input_grad(0)) grads[0] = Tensor<T>::empty(x.shape());
+    if (this->needs_input_grad(1)) grads[1] = Tensor<T>::empty(w.shape());
+    if (grads.size() > 2 && this->needs_input_grad(2))
+      grads[2] = Tensor<T>::empty(this->inputs[2]->value.shape());
+    const auto data = [&grads](std::size_t i) {
+      return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
+    };
+    detail::layer_norm_backward(x.data(), w.data(), this->saved()[2].data(), this->saved()[3].data(),
+                                gy.data(), m, c, data(0), data(1), data(2));
     return grads;
   }
   std::string name() const override { return "LayerNorm"; }
 
  private:
   double eps_;
+};
+
+// linear(layer_norm(x, ln_w, ln_b), W, b) as one op that keeps x (and the row statistics), not the [m, c]
+// LayerNorm output: the backward computes that again (a cheap pass) before the weight gradient. Inputs
+// {x, ln_w, [ln_b], W, [b]}.
+template <typename T>
+class LayerNormLinearFn : public Function<T> {
+ public:
+  LayerNormLinearFn(double eps, bool ln_bias, bool bias) : eps_(eps), ln_bias_(ln_bias), bias_(bias) {}
+
+  std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
+    const std::size_t iw = ln_bias_ ? 3 : 2;
+    if (in.size() != iw + (bias_ ? 2 : 1)) {
+      dagpt::detail::raise<ValueError>("layer_norm_linear: expected {} inputs, got {}", iw + (bias_ ? 2 : 1),
+                                       in.size());
+    }
+    const Tensor<T> x = in[0].contiguous();
+    detail::LayerNormPart<T> ln{
+        in[1].contiguous(), ln_bias_ ? in[2].contiguous() : Tensor<T>(), {}, {}, eps_};
+    ln.check(x, "layer_norm_linear");
+    const Tensor<T> w = in[iw].contiguous();
+    if (w.dim() != 2 || w.size(1) != ln.w.numel()) {
+      dagpt::detail::raise<ShapeError>("layer_norm_linear: weight has shape {}, expected [out, {}]",
+                                       w.shape().str(), ln.w.numel());
+    }
+    const std::int64_t out = w.size(0), k = w.size(1), m = detail::rows_of(x);
+    const Tensor<T> b = bias_ ? in[iw + 1].contiguous() : Tensor<T>();
+    if (bias_ && (b.dim() != 1 || b.size(0) != out)) {
+      dagpt::detail::raise<ShapeError>("layer_norm_linear: bias has shape {}, expected [{}]", b.shape().str(),
+                                       out);
+    }
+    Shape ys = x.shape();
+    ys[ys.size() - 1] = out;
+    Tensor<T> y = Tensor<T>::empty(ys);
+    {
+      Tensor<T> h = Tensor<T>::empty(x.shape());  // the LayerNorm output, freed here
+      ln.forward(x, h.data());
+      detail::linear_forward(h.data(), w.data(), bias_ ? b.data() : nullptr, y.data(), m, k, out);
+    }
+    ln_ = ln;
+    this->save_for_backward({x, w});
+    return {y};
+  }
+
+  std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
+    const Tensor<T>& x = this->saved()[0];
+    const Tensor<T>& w = this->saved()[1];
+    const std::int64_t out = w.size(0), k = w.size(1), m = detail::rows_of(x);
+    const std::size_t iw = ln_bias_ ? 3 : 2;
+    std::vector<Tensor<T>> grads(this->inputs.size());
+    const auto want = [&](std::size_t i) { return this->needs_input_grad(i); };
+    const auto data = [&grads](std::size_t i) {
+      return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
+    };
+    const Tensor<T> gy = g[0].contiguous();
+    Tensor<T> h = Tensor<T>::empty(x.shape());  // the LayerNorm output again, then its gradient
+    ln_.apply(x, 0, m, h.data());
+    if (want(iw)) grads[iw] = Tensor<T>::empty(w.shape());
+    if (bias_ && want(iw + 1)) grads[iw + 1] = Tensor<T>::empty({out});
+    if (data(iw) != nullptr || data(iw + 1) != nullptr) {
+      detail::linear_backward_params(gy.data(), h.data(), data(iw), bias_ ? data(iw + 1) : nullptr, m, k,
+                                     out);
+    }
+    const bool ln_grads = want(0) || want(1) || (ln_bias_ && want(2));
+    if (ln_grads) {
+      detail::linear_backward_input(gy.data(), w.data(), h.data(), m, k, out);
+      if (want(0)) grads[0] = h;  // the LayerNorm backward runs in place
+      if (want(1)) grads[1] = Tensor<T>::empty(ln_.w.shape());
+      if (ln_bias_ && want(2)) grads[2] = Tensor<T>::empty(ln_.b.shape());
+      detail::layer_norm_backward(x.data(), ln_.w.data(), ln_.mean.data(), ln_.rstd.data(), h.data(), m, k,
+                                  data(0), data(1), ln_bias_ ? data(2) : nullptr);
+    }
+    return grads;
+  }
+  void release() override {
+    Function<T>::release();
+    ln_ = {};
+  }
+  std::string name() const override { return "LayerNormLinear"; }
+
+ private:
+  double eps_;
+  bool ln_bias_, bias_;
+  detail::LayerNormPart<T> ln_;
 };
 
 namespace detail {
@@ -459,20 +604,27 @@ class GeluFn : public Function<T> {
 // u = x W1^T + b1 (and the dropout's keep-flags); backward recomputes gelu(u) for W2's gradient, so the
 // 4C-wide activation is never kept (the unfused ops keep both u and gelu(u)), and neither are the
 // product before dropout and the dropped one (the unfused graph keeps both alive as op inputs).
+// With a LayerNorm in front (`ln` = 1: weight, 2: weight and bias), the op is y = [x +] dropout(mlp(ln(x)))
+// on inputs {x, ln_w, [ln_b], W1, [b1], W2, [b2]} (the residual is x itself): it keeps x and the row
+// statistics instead of the LayerNorm output, which the backward computes again row chunk by row chunk.
 template <typename T>
 class MlpFn : public Function<T> {
  public:
-  explicit MlpFn(DropoutDraw draw = {}, bool residual = false) : draw_(draw), res_(residual ? 1 : 0) {}
+  explicit MlpFn(DropoutDraw draw = {}, bool residual = false, int ln = 0, double eps = 1e-5)
+      : draw_(draw), res_(residual), ln_kind_(ln), eps_(eps) {}
 
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
-    const std::size_t o = res_;
-    const bool has_b = in.size() == 5 + o;
-    if (in.size() != 3 + o && !has_b) {
-      dagpt::detail::raise<ValueError>("mlp: expected {} or {} inputs, got {}", 3 + o, 5 + o, in.size());
+    const bool sep_r = res_ && ln_kind_ == 0;  // a separate residual input
+    const std::size_t base = ln_kind_ > 0 ? 1 + static_cast<std::size_t>(ln_kind_) : (sep_r ? 2 : 1);
+    const bool has_b = in.size() == base + 4;
+    if (in.size() != base + 2 && !has_b) {
+      dagpt::detail::raise<ValueError>("mlp: expected {} or {} inputs, got {}", base + 2, base + 4,
+                                       in.size());
     }
-    const Tensor<T> x = in[o].contiguous();
-    const Tensor<T> w1 = in[o + 1].contiguous();
-    const Tensor<T> w2 = in[o + (has_b ? 3 : 2)].contiguous();
+    set_slots(has_b);
+    const Tensor<T> x = in[ix_].contiguous();
+    const Tensor<T> w1 = in[iw1_].contiguous();
+    const Tensor<T> w2 = in[iw2_].contiguous();
     if (w1.dim() != 2 || w2.dim() != 2 || w2.size(1) != w1.size(0)) {
       dagpt::detail::raise<ShapeError>("mlp: weights have shapes {} and {}, expected [H, C] and [C2, H]",
                                        w1.shape().str(), w2.shape().str());
@@ -481,8 +633,8 @@ class MlpFn : public Function<T> {
     detail::require_last_dim(x, c, "mlp", "input");
     Tensor<T> b1, b2;
     if (has_b) {
-      b1 = in[o + 2].contiguous();
-      b2 = in[o + 4].contiguous();
+      b1 = in[ib1_].contiguous();
+      b2 = in[ib2_].contiguous();
       if (b1.numel() != hid || b2.numel() != out) {
         dagpt::detail::raise<ShapeError>("mlp: biases have {} and {} elements, expected {} and {}",
                                          b1.numel(), b2.numel(), hid, out);
@@ -492,13 +644,26 @@ class MlpFn : public Function<T> {
     us[us.size() - 1] = hid;
     ys[ys.size() - 1] = out;
     Tensor<T> u = Tensor<T>::empty(us), y = Tensor<T>::empty(ys);
-    detail::linear_forward(x.data(), w1.data(), b1.data(), u.data(), m, c, hid);
+    if (ln_kind_ > 0) {
+      ln_ = {in[1].contiguous(), ln_kind_ > 1 ? in[2].contiguous() : Tensor<T>(), {}, {}, eps_};
+      ln_.check(x, "mlp");
+      Tensor<T> h = Tensor<T>::empty(x.shape());  // the LayerNorm output, freed here
+      ln_.forward(x, h.data());
+      detail::linear_forward(h.data(), w1.data(), b1.data(), u.data(), m, c, hid);
+    } else {
+      detail::linear_forward(x.data(), w1.data(), b1.data(), u.data(), m, c, hid);
+    }
     {
       Tensor<T> a = Tensor<T>::empty(us);
       detail::gelu_forward(u.data(), a.data(), u.numel());
       detail::linear_forward(a.data(), w2.data(), b2.data(), y.data(), m, hid, out);
     }
-    detail::dropout_residual(draw_, keep_, res_ ? &in[0] : nullptr, y, "mlp");
+    const Tensor<T>* r = res_ ? &in[sep_r ? 0 : ix_] : nullptr;
+    if (r != nullptr && r->shape() != y.shape()) {
+      dagpt::detail::raise<ShapeError>("mlp: residual has shape {}, the output {}", r->shape().str(),
+                                       y.shape().str());
+    }
+    detail::dropout_residual(draw_, keep_, r, y, "mlp");
     this->save_for_backward({x, w1, w2, u});
     return {y};
   }
@@ -508,47 +673,101 @@ class MlpFn : public Function<T> {
     const Tensor<T>& w1 = this->saved()[1];
     const Tensor<T>& w2 = this->saved()[2];
     const Tensor<T>& u = this->saved()[3];
-    const std::size_t o = res_;
-    const bool has_b = this->inputs.size() == 5 + o;
     const std::int64_t hid = w1.size(0), c = w1.size(1), out = w2.size(0), m = detail::rows_of(x);
-    const std::size_t ix = o, iw1 = o + 1, ib1 = o + 2, iw2 = o + (has_b ? 3 : 2), ib2 = o + 4;
     std::vector<Tensor<T>> grads(this->inputs.size());
-    if (res_ && this->needs_input_grad(0)) grads[0] = g[0];
+    const auto want = [&](std::size_t i) { return i != kNone && this->needs_input_grad(i); };
+    const auto data = [&grads](std::size_t i) {
+      return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
+    };
+    const bool sep_r = res_ && ln_kind_ == 0;
+    if (sep_r && want(0)) grads[0] = g[0];
     const Tensor<T> gy = detail::dropout_grad(draw_, keep_, g[0].contiguous());
-    const auto want = [&](std::size_t i) { return this->needs_input_grad(i); };
-    Tensor<T> t = Tensor<T>::empty(u.shape());  // gelu(u), then the gradient of u
-    if (want(iw2) || (has_b && want(ib2))) {
-      detail::gelu_forward(u.data(), t.data(), u.numel());
-      if (want(iw2)) grads[iw2] = Tensor<T>::empty(w2.shape());
-      if (has_b && want(ib2)) grads[ib2] = Tensor<T>::empty({out});
-      detail::linear_backward_params(gy.data(), t.data(), grads[iw2].data(),
-                                     has_b ? grads[ib2].data() : nullptr, m, hid, out);
-    }
-    if (want(ix) || want(iw1) || (has_b && want(ib1))) {
-      detail::linear_backward_input(gy.data(), w2.data(), t.data(), m, hid, out);
-      detail::gelu_backward(u.data(), t.data(), t.data(), u.numel());
-      if (want(iw1)) grads[iw1] = Tensor<T>::empty(w1.shape());
-      if (has_b && want(ib1)) grads[ib1] = Tensor<T>::empty({hid});
-      if (grads[iw1].defined() || (has_b && grads[ib1].defined())) {
-        detail::linear_backward_params(t.data(), x.data(), grads[iw1].data(),
-                                       has_b ? grads[ib1].data() : nullptr, m, c, hid);
+    const bool w2_grads = want(iw2_) || want(ib2_);
+    const bool ln_grads = want(ilnw_) || want(ilnb_);
+    const bool x_grad = want(ix_) || ln_grads;  // the gradient at the first product's input
+    const bool u_grad = x_grad || want(iw1_) || want(ib1_);
+    const auto zeros = [](const Shape& s) { return Tensor<T>::zeros(s); };
+    if (want(iw2_)) grads[iw2_] = zeros(w2.shape());
+    if (want(ib2_)) grads[ib2_] = zeros({out});
+    if (want(iw1_)) grads[iw1_] = zeros(w1.shape());
+    if (want(ib1_)) grads[ib1_] = zeros({hid});
+    Tensor<T> gx = x_grad ? Tensor<T>::empty(x.shape()) : Tensor<T>();
+    // Rows go in chunks, so that the [rows, hid] intermediates (gelu(u), then the gradient of u) are never
+    // whole: 2 MB of scratch instead of m x hid. The chunks are multiples of detail::kGemmRows, so every
+    // result is bit for bit the unchunked one.
+    const std::int64_t rows = detail::chunk_rows(m, hid);
+    Tensor<T> t = Tensor<T>::empty({rows, hid});  // gelu(u), then the gradient of u
+    const bool w1_grads = data(iw1_) != nullptr || data(ib1_) != nullptr;
+    Tensor<T> h = ln_kind_ > 0 && w1_grads ? Tensor<T>::empty({rows, c}) : Tensor<T>();  // LayerNorm output
+    for (std::int64_t r0 = 0; r0 < m; r0 += rows) {
+      const std::int64_t n = std::min(rows, m - r0);
+      const T* ur = u.data() + r0 * hid;
+      const T* gyr = gy.data() + r0 * out;
+      if (w2_grads) {
+        detail::gelu_forward(ur, t.data(), n * hid);
+        detail::linear_backward_params(gyr, t.data(), data(iw2_), data(ib2_), n, hid, out, true);
       }
-      if (want(ix)) {
-        grads[ix] = Tensor<T>::empty(x.shape());
-        detail::linear_backward_input(t.data(), w1.data(), grads[ix].data(), m, c, hid);
+      if (u_grad) {
+        detail::linear_backward_input(gyr, w2.data(), t.data(), n, hid, out);
+        detail::gelu_backward(ur, t.data(), t.data(), n * hid);
+        if (w1_grads) {
+          const T* xr = x.data() + r0 * c;
+          if (ln_kind_ > 0) {
+            ln_.apply(x, r0, n, h.data());
+            xr = h.data();
+          }
+          detail::linear_backward_params(t.data(), xr, data(iw1_), data(ib1_), n, c, hid, true);
+        }
+        if (x_grad) detail::linear_backward_input(t.data(), w1.data(), gx.data() + r0 * c, n, c, hid);
       }
     }
+    if (ln_kind_ > 0 && x_grad) {
+      if (want(ilnw_)) grads[ilnw_] = Tensor<T>::empty(ln_.w.shape());
+      if (want(ilnb_)) grads[ilnb_] = Tensor<T>::empty(ln_.b.shape());
+      detail::layer_norm_backward(x.data(), ln_.w.data(), ln_.mean.data(), ln_.rstd.data(), gx.data(), m, c,
+                                  want(ix_) ? gx.data() : nullptr, data(ilnw_), data(ilnb_));
+      if (res_ && want(ix_)) {  // y = x + ...: the residual's gradient too
+        const Tensor<T> g0 = g[0].contiguous();
+        const T* gp = g0.data();
+        T* xp = gx.data();
+        parallel_for(gx.numel(), gx.numel() * 2, [&](std::int64_t b, std::int64_t e) {
+          for (std::int64_t i = b; i < e; ++i) xp[i] += gp[i];
+        });
+      }
+    }
+    if (want(ix_)) grads[ix_] = gx;
     return grads;
   }
   void release() override {
     Function<T>::release();
     keep_ = {};
+    ln_ = {};
   }
-  std::string name() const override { return "MLP"; }
+  std::string name() const override { return ln_kind_ > 0 ? "LayerNormMLP" : "MLP"; }
 
  private:
+  static constexpr std::size_t kNone = ~std::size_t{0};
+  // Input positions (kNone: not given).
+  void set_slots(bool has_b) {
+    if (ln_kind_ > 0) {
+      ix_ = 0;
+      ilnw_ = 1;
+      ilnb_ = ln_kind_ > 1 ? 2 : kNone;
+    } else {
+      ix_ = res_ ? 1 : 0;
+    }
+    const std::size_t w = ln_kind_ > 0 ? 1 + static_cast<std::size_t>(ln_kind_) : ix_ + 1;
+    iw1_ = w;
+    ib1_ = has_b ? w + 1 : kNone;
+    iw2_ = has_b ? w + 2 : w + 1;
+    ib2_ = has_b ? w + 3 : kNone;
+  }
   DropoutDraw draw_;
-  std::size_t res_;
+  bool res_;
+  int ln_kind_;
+  double eps_;
+  std::size_t ix_ = 0, ilnw_ = kNone, ilnb_ = kNone, iw1_ = 0, ib1_ = kNone, iw2_ = 0, ib2_ = kNone;
+  detail::LayerNormPart<T> ln_;
   std::vector<std::uint8_t> keep_;
 };
 
@@ -881,6 +1100,35 @@ Var<T> mlp(const Var<T>& x, const Var<T>& w1, const Var<T>& b1, const Var<T>& w2
   in.push_back(w2);
   if (b2.defined()) in.push_back(b2);
   return apply<MlpFn<T>, T>(in, draw, r.defined())[0];
+}
+// [x +] dropout(mlp(layer_norm(x, ln_w, ln_b))) as one op (MlpFn with its LayerNorm): keeps x, not the
+// LayerNorm output. The residual is x itself.
+template <typename T>
+Var<T> layer_norm_mlp(const Var<T>& x, const Var<T>& ln_w, const Var<T>& ln_b, const Var<T>& w1,
+                      const Var<T>& b1, const Var<T>& w2, const Var<T>& b2, const DropoutDraw& draw = {},
+                      bool residual = true, double eps = 1e-5) {
+  if (b1.defined() != b2.defined()) dagpt::detail::raise<ValueError>("mlp: give both biases or neither");
+  std::vector<Var<T>> in;  // (not a braced list: GCC 12 then warns of bounds on the later push_backs)
+  in.reserve(7);
+  const Var<T>* all[] = {&x, &ln_w, &ln_b, &w1, &b1, &w2, &b2};
+  const bool optional[] = {false, false, true, false, true, false, true};  // left out when undefined
+  for (int i = 0; i < 7; ++i) {
+    if (!optional[i] || all[i]->defined()) in.push_back(*all[i]);
+  }
+  return apply<MlpFn<T>, T>(in, draw, residual, ln_b.defined() ? 2 : 1, eps)[0];
+}
+// linear(layer_norm(x, ln_w, ln_b), w, b) as one op (LayerNormLinearFn): keeps x, not the LayerNorm output.
+template <typename T>
+Var<T> layer_norm_linear(const Var<T>& x, const Var<T>& ln_w, const Var<T>& ln_b, const Var<T>& w,
+                         const Var<T>& b = {}, double eps = 1e-5) {
+  std::vector<Var<T>> in;
+  in.reserve(5);
+  const Var<T>* all[] = {&x, &ln_w, &ln_b, &w, &b};
+  const bool optional[] = {false, false, true, false, true};  // left out when undefined
+  for (int i = 0; i < 5; ++i) {
+    if (!optional[i] || all[i]->defined()) in.push_back(*all[i]);
+  }
+  return apply<LayerNormLinearFn<T>, T>(in, eps, ln_b.defined(), b.defined())[0];
 }
 // r + dropout(x W^T + b) as one op (ResidualLinearFn).
 template <typename T>

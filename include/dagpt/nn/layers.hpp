@@ -108,8 +108,18 @@ class CausalSelfAttention : public Module<T> {
     return on ? dropout(y, drop_->draw(p, y.numel())) : y;
   }
   // r + this(x), with c_proj, its dropout and the residual add fused into one op (same masks as above).
-  Var<T> residual(const Var<T>& r, const Var<T>& x) const {
-    const Var<T> qkv = c_attn(x);
+  Var<T> residual(const Var<T>& r, const Var<T>& x) const { return residual_from(r, c_attn(x)); }
+  // x + this(ln(x)), with ln and c_attn fused as well (nn::layer_norm_linear: the LayerNorm output is not
+  // kept for the backward pass).
+  Var<T> residual_normed(const Var<T>& x, const LayerNorm<T>& ln) const {
+    return residual_from(x, layer_norm_linear(x, ln.weight, ln.bias, c_attn.weight, c_attn.bias, ln.eps));
+  }
+  Linear<T> c_attn, c_proj;
+  std::int64_t n_head;
+  double p;
+
+ private:
+  Var<T> residual_from(const Var<T>& r, const Var<T>& qkv) const {
     const bool on = this->is_training() && p > 0;
     const DropoutDraw d =
         on ? drop_->draw(p, qkv.size(0) * n_head * qkv.size(1) * qkv.size(1)) : DropoutDraw{};
@@ -119,11 +129,6 @@ class CausalSelfAttention : public Module<T> {
     const DropoutDraw d2 = on ? drop_->draw(p, ys.numel()) : DropoutDraw{};
     return residual_linear(r, a, c_proj.weight, c_proj.bias, d2);
   }
-  Linear<T> c_attn, c_proj;
-  std::int64_t n_head;
-  double p;
-
- private:
   DropoutSource* drop_;
 };
 
@@ -140,16 +145,25 @@ class MLP : public Module<T> {
   }
   // dropout(c_proj(gelu(c_fc(x)))) [+ r], one fused op (nn::mlp).
   Var<T> operator()(const Var<T>& x, const Var<T>& r = {}) const {
-    const bool on = this->is_training() && p > 0;
-    Shape ys = x.shape();
-    ys[ys.size() - 1] = c_proj.weight.size(0);
-    const DropoutDraw d = on ? drop_->draw(p, ys.numel()) : DropoutDraw{};
+    const DropoutDraw d = draw(x);
     return nn::mlp(x, c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias, d, r);
+  }
+  // x + this(ln(x)) as one op (nn::layer_norm_mlp: the LayerNorm output is not kept for the backward pass).
+  Var<T> normed(const Var<T>& x, const LayerNorm<T>& ln) const {
+    return nn::layer_norm_mlp(x, ln.weight, ln.bias, c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias,
+                              draw(x), true, ln.eps);
   }
   Linear<T> c_fc, c_proj;
   double p;
 
  private:
+  // The output dropout's draw for input x (none in evaluation).
+  DropoutDraw draw(const Var<T>& x) const {
+    if (!this->is_training() || p <= 0) return {};
+    Shape ys = x.shape();
+    ys[ys.size() - 1] = c_proj.weight.size(0);
+    return drop_->draw(p, ys.numel());
+  }
   DropoutSource* drop_;
 };
 
@@ -164,8 +178,9 @@ class Block : public Module<T> {
     this->register_module("mlp", mlp);
   }
   Var<T> operator()(const Var<T>& x) const {
-    const Var<T> h = attn.residual(x, ln_1(x));  // x + attn(ln_1(x))
-    return mlp(ln_2(h), h);                      // h + mlp(ln_2(h))
+    // Each LayerNorm is fused into the op after it, so its [B, T, C] output is not kept for backward.
+    const Var<T> h = attn.residual_normed(x, ln_1);  // x + attn(ln_1(x))
+    return mlp.normed(h, ln_2);                      // h + mlp(ln_2(h))
   }
   LayerNorm<T> ln_1;
   CausalSelfAttention<T> attn;
