@@ -157,6 +157,18 @@ TEST_CASE("gradients accumulate across uses and across backward calls", "[autogr
   auto b = dagpt::exp(a) + a;
   dagpt::sum(b).backward();
   CHECK(x.grad().to_vector()[0] == Approx(2 * std::exp(2.0) + 2));
+  // Sums are added to in place only when nothing else holds them: a gradient the caller keeps, and the
+  // output gradient given to backward (passed through by the additions), stay as they were.
+  x.zero_grad();
+  auto h = x * 2.0;  // used three times: its gradient is a sum of three
+  const Tensor<double> gout = Tensor<double>::from({1.0, 10.0});
+  (h * h + h * 3.0 + h).backward(gout, /*retain_graph=*/true);  // dy/dx = 2 (2h + 4) gout
+  CHECK(x.grad().to_vector() == std::vector<double>{16.0, 240.0});
+  CHECK(gout.to_vector() == std::vector<double>{1.0, 10.0});
+  const Tensor<double> held = x.grad();
+  (h + h).backward(gout);  // through the retained graph of h: adds 4 gout
+  CHECK(held.to_vector() == std::vector<double>{16.0, 240.0});
+  CHECK(x.grad().to_vector() == std::vector<double>{20.0, 280.0});
 }
 
 TEST_CASE("backward with a given gradient, retain_graph and retain_grad", "[autograd]") {

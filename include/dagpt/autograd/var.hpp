@@ -90,14 +90,30 @@ namespace detail {
 // into += g. A gradient stored on a Var (leaf or retained) is its own copy, so that optimizers may
 // update it in place; gradients in flight may alias each other (nothing writes to them). A gradient
 // whose buffer nothing else holds (a backward's fresh result) is taken as it is: no one else can see it.
+// A sum that nothing else holds (the first gradient taken as it was, or an earlier sum) is added to in
+// place: no fresh buffer per extra use of a value (the residual stream, the head's shared input).
+template <typename T>
+bool sole_owner(const Tensor<T>& t) {
+  return t.storage() != nullptr && t.storage().use_count() == 1 && t.is_contiguous() && t.offset() == 0 &&
+         t.numel() == t.storage()->size() && t.device().is_cpu();
+}
 template <typename T>
 void accumulate(Tensor<T>& into, const Tensor<T>& g, bool own = false) {
   if (into.defined()) {
-    into = add(into, g);
+    if (sole_owner(into) && into.shape() == g.shape() && !into.shares_storage_with(g)) {
+      const Tensor<T> gc = g.contiguous();
+      T* a = into.data();
+      const T* b = gc.data();
+      const std::int64_t n = into.numel();
+      parallel_for(n, n * 2, [&](std::int64_t i0, std::int64_t i1) {
+#pragma omp simd
+        for (std::int64_t i = i0; i < i1; ++i) a[i] += b[i];
+      });
+    } else {
+      into = add(into, g);
+    }
   } else {
-    const bool sole = g.storage() != nullptr && g.storage().use_count() == 1 && g.is_contiguous() &&
-                      g.offset() == 0 && g.numel() == g.storage()->size();
-    into = own && !sole ? g.clone() : g;
+    into = own && !sole_owner(g) ? g.clone() : g;
   }
 }
 }  // namespace detail

@@ -55,18 +55,26 @@ void require_last_dim(const Tensor<T>& x, std::int64_t c, const char* op, const 
 
 // Keep-flags for n elements: keep[e] = 1 when the uniform for e is >= p. Counters first, first+1, ... each
 // give four uniforms (24 bits each).
+inline std::uint32_t dropout_threshold(double p) {
+  return static_cast<std::uint32_t>(std::ceil(p * 16777216.0));  // 2^24
+}
+// keep[e] for e in [e0, e1) of an n-element draw, on the calling thread (e0 a multiple of 4).
+inline void dropout_keep_range(const Generator& gen, std::uint64_t first, std::int64_t e0, std::int64_t e1,
+                               std::uint32_t threshold, std::uint8_t* keep) {
+  for (std::int64_t b = e0 / 4; 4 * b < e1; ++b) {
+    const auto w = gen.block(first + static_cast<std::uint64_t>(b));
+    for (std::int64_t k = 0; k < 4; ++k) {
+      const std::int64_t e = 4 * b + k;
+      if (e < e1) keep[e] = (w[static_cast<std::size_t>(k)] >> 8U) >= threshold ? 1 : 0;
+    }
+  }
+}
 inline void dropout_keep(const Generator& gen, std::uint64_t first, std::int64_t n, double p,
                          std::uint8_t* keep) {
-  const auto threshold = static_cast<std::uint32_t>(std::ceil(p * 16777216.0));  // 2^24
+  const std::uint32_t threshold = dropout_threshold(p);
   const std::int64_t blocks = (n + 3) / 4;
   parallel_for(blocks, n * 16, [&](std::int64_t b0, std::int64_t b1) {
-    for (std::int64_t b = b0; b < b1; ++b) {
-      const auto w = gen.block(first + static_cast<std::uint64_t>(b));
-      for (std::int64_t k = 0; k < 4; ++k) {
-        const std::int64_t e = 4 * b + k;
-        if (e < n) keep[e] = (w[static_cast<std::size_t>(k)] >> 8U) >= threshold ? 1 : 0;
-      }
-    }
+    dropout_keep_range(gen, first, 4 * b0, std::min(n, 4 * b1), threshold, keep);
   });
 }
 
@@ -110,14 +118,7 @@ template <typename T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, std::int64_t m, std::int64_t k,
                     std::int64_t out) {
   parallel_for(m, m * k * out, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      if (b != nullptr) {
-        std::copy_n(b, out, y + r * out);
-      } else {
-        std::fill_n(y + r * out, out, T(0));
-      }
-    }
-    gemm_acc<T>(r1 - r0, out, k, {x + r0 * k, k, 1}, {w, 1, k}, y + r0 * out, out);
+    gemm_acc<T>(r1 - r0, out, k, {x + r0 * k, k, 1}, {w, 1, k}, y + r0 * out, out, true, b);
   });
 }
 
@@ -125,8 +126,7 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, std::int64_t m, st
 template <typename T>
 void linear_backward_input(const T* gy, const T* w, T* gx, std::int64_t m, std::int64_t k, std::int64_t out) {
   parallel_for(m, m * k * out, [&](std::int64_t r0, std::int64_t r1) {
-    std::fill_n(gx + r0 * k, (r1 - r0) * k, T(0));
-    gemm_acc<T>(r1 - r0, k, out, {gy + r0 * out, out, 1}, {w, k, 1}, gx + r0 * k, k);
+    gemm_acc<T>(r1 - r0, k, out, {gy + r0 * out, out, 1}, {w, k, 1}, gx + r0 * k, k, true);
   });
 }
 
@@ -138,10 +138,7 @@ void linear_backward_params(const T* gy, const T* x, T* gw, T* gb, std::int64_t 
                             std::int64_t out, bool accumulate = false) {
   parallel_for(out, m * k * out, [&](std::int64_t o0, std::int64_t o1) {
     const std::int64_t n = o1 - o0;
-    if (gw != nullptr) {
-      if (!accumulate) std::fill_n(gw + o0 * k, n * k, T(0));
-      gemm_acc<T>(n, k, m, {gy + o0, 1, out}, {x, k, 1}, gw + o0 * k, k);
-    }
+    if (gw != nullptr) gemm_acc<T>(n, k, m, {gy + o0, 1, out}, {x, k, 1}, gw + o0 * k, k, !accumulate);
     if (gb != nullptr) {
       T* bj = gb + o0;
       if (!accumulate) std::fill_n(bj, n, T(0));
@@ -166,31 +163,48 @@ struct DropoutDraw {
 };
 
 namespace detail {
-// In place: y = [r +] dropout(y) for the draw (keep-flags into keep); no dropout when draw.p is 0.
+// In place: y = [r +] dropout(y) for the draw (keep-flags into keep); no dropout when draw.p is 0. One pass
+// over y: the flags of each 4096-element chunk are drawn and applied while the chunk is in cache.
 template <typename T>
 void dropout_residual(const DropoutDraw& draw, std::vector<std::uint8_t>& keep, const Tensor<T>* r,
                       Tensor<T>& y, const char* op) {
   const std::int64_t n = y.numel();
   if (draw.p >= 1) dagpt::detail::raise<ValueError>("{}: dropout p = {} must be in [0, 1)", op, draw.p);
   const bool drop = draw.p > 0;
-  if (drop) {
-    keep.resize(static_cast<std::size_t>(n));
-    dropout_keep(draw.gen, draw.first, n, draw.p, keep.data());
-    apply_keep(y.data(), keep.data(), static_cast<T>(1.0 / (1.0 - draw.p)), y.data(), n);
-  }
+  if (!drop && r == nullptr) return;
+  Tensor<T> rc;
   if (r != nullptr) {
     if (r->shape() != y.shape()) {
       dagpt::detail::raise<ShapeError>("{}: residual has shape {}, the output {}", op, r->shape().str(),
                                        y.shape().str());
     }
-    const Tensor<T> rc = r->contiguous();
-    const T* rp = rc.data();
-    T* yp = y.data();
-    parallel_for(n, n * 2, [&](std::int64_t b, std::int64_t e) {
-#pragma omp simd
-      for (std::int64_t i = b; i < e; ++i) yp[i] = rp[i] + yp[i];
-    });
+    rc = r->contiguous();
   }
+  if (drop) keep.resize(static_cast<std::size_t>(n));
+  const std::uint32_t threshold = dropout_threshold(draw.p);
+  const T scale = static_cast<T>(1.0 / (1.0 - draw.p));
+  const T* rp = rc.defined() ? rc.data() : nullptr;
+  T* yp = y.data();
+  std::uint8_t* kp = keep.data();
+  constexpr std::int64_t kChunk = 4096;
+  parallel_for((n + kChunk - 1) / kChunk, n * 16, [&](std::int64_t c0, std::int64_t c1) {
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const std::int64_t e0 = c * kChunk, e1 = std::min(n, e0 + kChunk);
+      if (drop) {
+        dropout_keep_range(draw.gen, draw.first, e0, e1, threshold, kp);
+        if (rp != nullptr) {
+#pragma omp simd
+          for (std::int64_t i = e0; i < e1; ++i) yp[i] = rp[i] + (kp[i] != 0 ? yp[i] * scale : T(0));
+        } else {
+#pragma omp simd
+          for (std::int64_t i = e0; i < e1; ++i) yp[i] = kp[i] != 0 ? yp[i] * scale : T(0);
+        }
+      } else {
+#pragma omp simd
+        for (std::int64_t i = e0; i < e1; ++i) yp[i] = rp[i] + yp[i];
+      }
+    }
+  });
 }
 
 // The gradient through that dropout: gy itself when there was none.

@@ -47,8 +47,10 @@ void gemm_eigen(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, Mat
 namespace gemm_avx2 {
 constexpr std::int64_t MR = 6, NR = 16, KC = 256, MC = 96, NC = 1024;
 
-// 6 x 16 block: C += sum over kc of a[p] (6 values) x b[p] (16 values); c has row stride ldc.
-inline void kernel(std::int64_t kc, const float* a, const float* b, float* c, std::int64_t ldc) {
+// 6 x 16 block: C += sum over kc of a[p] (6 values) x b[p] (16 values); c has row stride ldc. With `set`,
+// C = that sum (+ bias[0..16) on every row when bias is not null) instead: C is not read.
+inline void kernel(std::int64_t kc, const float* a, const float* b, float* c, std::int64_t ldc,
+                   bool set = false, const float* bias = nullptr) {
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(),
          c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(),
@@ -78,9 +80,19 @@ inline void kernel(std::int64_t kc, const float* a, const float* b, float* c, st
     a += MR;
     b += NR;
   }
-  const auto add = [](float* r, __m256 v0, __m256 v1) {
-    _mm256_storeu_ps(r, _mm256_add_ps(_mm256_loadu_ps(r), v0));
-    _mm256_storeu_ps(r + 8, _mm256_add_ps(_mm256_loadu_ps(r + 8), v1));
+  __m256 base0 = _mm256_setzero_ps(), base1 = _mm256_setzero_ps();
+  if (set && bias != nullptr) {
+    base0 = _mm256_loadu_ps(bias);
+    base1 = _mm256_loadu_ps(bias + 8);
+  }
+  const auto add = [&](float* r, __m256 v0, __m256 v1) {
+    if (set) {
+      _mm256_storeu_ps(r, _mm256_add_ps(base0, v0));
+      _mm256_storeu_ps(r + 8, _mm256_add_ps(base1, v1));
+    } else {
+      _mm256_storeu_ps(r, _mm256_add_ps(_mm256_loadu_ps(r), v0));
+      _mm256_storeu_ps(r + 8, _mm256_add_ps(_mm256_loadu_ps(r + 8), v1));
+    }
   };
   add(c, c00, c01);
   add(c + ldc, c10, c11);
@@ -128,9 +140,10 @@ inline void pack_a(MatRef<float> a, std::int64_t ic, std::int64_t mc, std::int64
   }
 }
 
-// C[m, n] += A B on the calling thread.
+// C[m, n] += A B on the calling thread; with `set`, C = A B (+ bias[n] on every row when not null), C not
+// read (k > 0).
 inline void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<float> a, MatRef<float> b, float* c,
-                 std::int64_t ldc) {
+                 std::int64_t ldc, bool set = false, const float* bias = nullptr) {
   // Packing buffers, one set per thread, kept between calls.
   thread_local std::vector<float, Eigen::aligned_allocator<float>> bp, ap;
   bp.resize(static_cast<std::size_t>(KC * (NC + NR)));
@@ -149,13 +162,18 @@ inline void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<float> a
           for (std::int64_t ir = 0; ir < mc; ir += MR) {
             const std::int64_t h = std::min(MR, mc - ir);
             float* cb = c + (ic + ir) * ldc + jc + jr;
+            const bool first = set && pc == 0;  // the first panel of the sum sets C
+            const float* bj = bias != nullptr ? bias + jc + jr : nullptr;
             if (h == MR && w == NR) {
-              kernel(kc, ap.data() + ir * kc, bp.data() + jr * kc, cb, ldc);
+              kernel(kc, ap.data() + ir * kc, bp.data() + jr * kc, cb, ldc, first, bj);
             } else {  // an edge block: through a zeroed 6 x 16 tile
               std::fill_n(edge, MR * NR, 0.0F);
               kernel(kc, ap.data() + ir * kc, bp.data() + jr * kc, edge, NR);
               for (std::int64_t i = 0; i < h; ++i) {
-                for (std::int64_t j = 0; j < w; ++j) cb[i * ldc + j] += edge[i * NR + j];
+                for (std::int64_t j = 0; j < w; ++j) {
+                  float& e = cb[i * ldc + j];
+                  e = first ? edge[i * NR + j] + (bj != nullptr ? bj[j] : 0.0F) : e + edge[i * NR + j];
+                }
               }
             }
           }
@@ -167,11 +185,32 @@ inline void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<float> a
 }  // namespace gemm_avx2
 #endif
 
-// C[m, n] (row stride ldc) += A B on the calling thread.
+// C[m, n] (row stride ldc) += A B on the calling thread. With `set`: C = A B (+ bias[n] added to every row
+// when not null), without reading C, so that C needs no zero fill (or bias copy) first.
 template <typename T>
 void gemm_acc(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c,
-              std::int64_t ldc) {
-  if (m <= 0 || n <= 0 || k <= 0) return;
+              std::int64_t ldc, bool set = false, const T* bias = nullptr) {
+  if (m <= 0 || n <= 0) return;
+  if (set) {
+    if (k <= 0) {
+      for (std::int64_t i = 0; i < m; ++i) {
+        for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias != nullptr ? bias[j] : T(0);
+      }
+      return;
+    }
+#ifdef DAGPT_NN_AVX2_GEMM
+    if constexpr (std::is_same_v<T, float>) {
+      if (n >= gemm_avx2::NR / 2) {
+        gemm_avx2::gemm(m, n, k, a, b, c, ldc, true, bias);
+        return;
+      }
+    }
+#endif
+    for (std::int64_t i = 0; i < m; ++i) {
+      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias != nullptr ? bias[j] : T(0);
+    }
+  }
+  if (k <= 0) return;
 #ifdef DAGPT_NN_AVX2_GEMM
   if constexpr (std::is_same_v<T, float>) {
     if (n >= gemm_avx2::NR / 2) {  // narrow products (the head's 4 and 8 outputs) go to Eigen
