@@ -533,6 +533,33 @@ TEST_CASE("digits head: digit decomposition, straight-through magnitudes, digit 
   }
 }
 
+// The dropout flags drawn four Philox blocks at a time (AVX2) are those of Generator::block, element by
+// element, also across a 2^32 boundary of the counter and on ranges that start and end anywhere.
+TEST_CASE("dropout keep-flags: the vectorized draw matches Generator::block", "[nn]") {
+  const dagpt::Generator gen(0x1234567890ABCDEFULL, 0xFEDCBA0987654321ULL);
+  for (const double p : {0.1, 0.5, 0.9}) {
+    const std::uint32_t threshold = dagpt::nn::detail::dropout_threshold(p);
+    for (const std::uint64_t first : {std::uint64_t{0}, std::uint64_t{7}, (std::uint64_t{1} << 32) - 5}) {
+      for (const auto& [e0, e1] : {std::pair<std::int64_t, std::int64_t>{0, 1003}, {64, 67}, {4096, 8193}}) {
+        std::vector<std::uint8_t> keep(static_cast<std::size_t>(e1), 2);
+        dagpt::nn::detail::dropout_keep_range(gen, first, e0, e1, threshold, keep.data());
+        std::int64_t bad = 0, kept = 0;
+        for (std::int64_t e = 0; e < e1; ++e) {
+          const auto w = gen.block(first + static_cast<std::uint64_t>(e / 4));
+          const std::uint8_t want =
+              e < e0 ? 2 : ((w[static_cast<std::size_t>(e % 4)] >> 8U) >= threshold ? 1 : 0);
+          bad += keep[static_cast<std::size_t>(e)] != want ? 1 : 0;
+          kept += e >= e0 && want == 1 ? 1 : 0;
+        }
+        INFO("p " << p << ", first " << first << ", [" << e0 << ", " << e1 << ")");
+        REQUIRE(bad == 0);
+        if (e1 - e0 > 1000)
+          REQUIRE(std::abs(static_cast<double>(kept) / static_cast<double>(e1 - e0) - (1 - p)) < 0.06);
+      }
+    }
+  }
+}
+
 // The fused MLP's backward runs in row chunks (2 MB of [rows, hidden] scratch at a time): with 1100 rows and
 // 1024 hidden units that is chunks of 512, 512 and 76 rows, which must give the unfused ops' gradients.
 TEST_CASE("fused MLP backward in row chunks equals the unfused ops", "[nn]") {
