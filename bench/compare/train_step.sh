@@ -15,7 +15,12 @@
 # "cpu MHz" of /proc/cpuinfo); "floor %" is that floor's share of dagpt's step time.
 #
 # Environment: BUILD (build folder, default /tmp/dagpt-bench-build), OMP_NUM_THREADS (default 2), STEPS
-# (timed steps per run, median reported, default 5), CLOCK_GHZ. The JSON lines stay in the folder it prints.
+# (timed steps per run, median reported, default 5), ROUNDS (default 3), CLOCK_GHZ. The JSON lines stay in
+# the folder it prints.
+#
+# A shared machine's speed drifts by +-15% within minutes, so the runs alternate: each round runs every
+# dagpt configuration, then PyTorch's. The table gives each side's median over the rounds, the ratio of
+# those medians, and the range of the per-round ratios (dagpt and PyTorch of the same round).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -42,31 +47,52 @@ bin=$build/bench/dagpt_train_step
 
 out=$(mktemp -d /tmp/train-step.XXXXXX)
 log "results in $out (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-for B in 256 32; do
-  OMP_NUM_THREADS=$threads "$bin" --batch "$B" --steps "$steps" --mode reference --exec 0 >> "$out/dagpt.jsonl" 2>> "$out/dagpt.log"
-  OMP_NUM_THREADS=$threads "$bin" --batch "$B" --steps "$steps" --mode standard --exec 1 >> "$out/dagpt.jsonl" 2>> "$out/dagpt.log"
+rounds=${ROUNDS:-3}
+for ((round = 1; round <= rounds; round++)); do
+  log "round $round of $rounds (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+  for B in 256 32; do
+    for cfg in "reference 0" "standard 1"; do
+      read -r mode ex <<< "$cfg"
+      OMP_NUM_THREADS=$threads "$bin" --batch "$B" --steps "$steps" --mode "$mode" --exec "$ex" 2>> "$out/dagpt.log" |
+        sed "s/^{/{\"round\": $round, /" >> "$out/dagpt.jsonl"
+    done
+  done
+  for ex in "" "--exec"; do
+    # shellcheck disable=SC2086  # $ex is empty or one flag
+    OMP_NUM_THREADS=$threads "$python" "$root/bench/compare/train_step_torch.py" --batch 256 32 --steps "$steps" $ex |
+      sed "s/^{/{\"round\": $round, /" >> "$out/torch.jsonl"
+  done
 done
-OMP_NUM_THREADS=$threads "$python" "$root/bench/compare/train_step_torch.py" --batch 256 32 --steps "$steps" > "$out/torch.jsonl"
-OMP_NUM_THREADS=$threads "$python" "$root/bench/compare/train_step_torch.py" --batch 256 32 --steps "$steps" --exec >> "$out/torch.jsonl"
 
 "$python" - "$out" "$clock" "$threads" <<'EOF'
-import json, sys
+import json, statistics, sys
 out, clock, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 dag = [json.loads(l) for l in open(f"{out}/dagpt.jsonl") if l.strip()]
 tor = [json.loads(l) for l in open(f"{out}/torch.jsonl") if l.strip()]
+rounds = max(r["round"] for r in dag)
 peak = threads * 32 * clock  # GFLOP/s
 print(f"train step, reference predictor config (vocab 50304, 2 layers, 4 heads, 256 wide, T=32, depth 4, fp32), "
-      f"{threads} threads; roofline {peak:.0f} GFLOP/s = {threads} cores x 32 FLOP/cycle x {clock:.2f} GHz\n")
-print("| losses | B | dagpt ms | PyTorch ms | speedup | dagpt tok/s | PyTorch tok/s | dagpt GFLOP/s | floor % "
-      "| dagpt RSS MB | PyTorch RSS MB | RSS ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for d in dag:
-    ex = d["exec"]
-    t = next(r for r in tor if r["B"] == d["B"] and r["exec"] == ex)
-    label = "reference" if d["mode"] == "reference" and not ex else f"{'default' if d['mode'] != 'reference' else d['mode']}" + ("+exec" if ex else "")
+      f"{threads} threads; roofline {peak:.0f} GFLOP/s = {threads} cores x 32 FLOP/cycle x {clock:.2f} GHz; "
+      f"medians over {rounds} alternating rounds\n")
+print("| losses | B | dagpt ms | PyTorch ms | speedup | per-round speedups | dagpt tok/s | PyTorch tok/s "
+      "| dagpt GFLOP/s | floor % | dagpt RSS MB | PyTorch RSS MB | RSS ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+med = statistics.median
+for d0 in [d for d in dag if d["round"] == 1]:
+    key = lambda r: (r["B"], r["exec"])
+    ds = [d for d in dag if key(d) == key(d0) and d["mode"] == d0["mode"]]
+    ts = [t for t in tor if key(t) == key(d0)]
+    pairs = [(d["step_ms"], t["step_ms"]) for d in ds for t in ts if t["round"] == d["round"]]
+    d_ms, t_ms = med(p[0] for p in pairs), med(p[1] for p in pairs)
+    ratios = sorted(t / d for d, t in pairs)
+    d_rss, t_rss = max(d["peak_rss_mb"] for d in ds), max(t["peak_rss_mb"] for t in ts)
+    ex = d0["exec"]
+    label = "reference" if d0["mode"] == "reference" and not ex else f"{'default' if d0['mode'] != 'reference' else d0['mode']}" + ("+exec" if ex else "")
     if label != "reference":
         label += " (PyTorch: reference+exec)"
-    print(f"| {label} | {d['B']} | {d['step_ms']:.1f} | {t['step_ms']:.1f} | {t['step_ms'] / d['step_ms']:.2f}x "
-          f"| {d['tokens_per_s']:,.0f} | {t['tokens_per_s']:,.0f} | {d['gflops']:.1f} | {100 * d['gflops'] / peak:.0f}% "
-          f"| {d['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} | {d['peak_rss_mb'] / t['peak_rss_mb']:.2f} |")
+    tokens = d0["B"] * d0["T"]
+    gflops = d0["gflops"] * d0["step_ms"] / d_ms
+    print(f"| {label} | {d0['B']} | {d_ms:.1f} | {t_ms:.1f} | {t_ms / d_ms:.2f}x "
+          f"| {ratios[0]:.2f}-{ratios[-1]:.2f}x | {tokens / d_ms * 1e3:,.0f} | {tokens / t_ms * 1e3:,.0f} "
+          f"| {gflops:.1f} | {100 * gflops / peak:.0f}% | {d_rss:.0f} | {t_rss:.0f} | {d_rss / t_rss:.2f} |")
 EOF
