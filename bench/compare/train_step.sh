@@ -18,9 +18,10 @@
 # (timed steps per run, median reported, default 5), ROUNDS (default 3), CLOCK_GHZ. The JSON lines stay in
 # the folder it prints.
 #
-# A shared machine's speed drifts by +-15% within minutes, so the runs alternate: each round runs every
-# dagpt configuration, then PyTorch's. The table gives each side's median over the rounds, the ratio of
-# those medians, and the range of the per-round ratios (dagpt and PyTorch of the same round).
+# A shared machine's speed drifts by +-15% within minutes, so the runs alternate: in each round every
+# configuration runs on dagpt and right after on PyTorch. The table gives each side's median over the
+# rounds, the speedup as the median of the per-round ratios (the two runs of a pair are a minute apart at
+# most), and the range of those ratios.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -55,12 +56,11 @@ for ((round = 1; round <= rounds; round++)); do
       read -r mode ex <<< "$cfg"
       OMP_NUM_THREADS=$threads "$bin" --batch "$B" --steps "$steps" --mode "$mode" --exec "$ex" 2>> "$out/dagpt.log" |
         sed "s/^{/{\"round\": $round, /" >> "$out/dagpt.jsonl"
+      flag=$([[ $ex == 1 ]] && echo --exec || true)
+      # shellcheck disable=SC2086  # $flag is empty or one flag
+      OMP_NUM_THREADS=$threads "$python" "$root/bench/compare/train_step_torch.py" --batch "$B" --steps "$steps" $flag |
+        sed "s/^{/{\"round\": $round, /" >> "$out/torch.jsonl"
     done
-  done
-  for ex in "" "--exec"; do
-    # shellcheck disable=SC2086  # $ex is empty or one flag
-    OMP_NUM_THREADS=$threads "$python" "$root/bench/compare/train_step_torch.py" --batch 256 32 --steps "$steps" $ex |
-      sed "s/^{/{\"round\": $round, /" >> "$out/torch.jsonl"
   done
 done
 
@@ -73,7 +73,7 @@ rounds = max(r["round"] for r in dag)
 peak = threads * 32 * clock  # GFLOP/s
 print(f"train step, reference predictor config (vocab 50304, 2 layers, 4 heads, 256 wide, T=32, depth 4, fp32), "
       f"{threads} threads; roofline {peak:.0f} GFLOP/s = {threads} cores x 32 FLOP/cycle x {clock:.2f} GHz; "
-      f"medians over {rounds} alternating rounds\n")
+      f"{rounds} alternating rounds (speedup: the median of the per-round ratios; ms: each side's median)\n")
 print("| losses | B | dagpt ms | PyTorch ms | speedup | per-round speedups | dagpt tok/s | PyTorch tok/s "
       "| dagpt GFLOP/s | floor % | dagpt RSS MB | PyTorch RSS MB | RSS ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -92,7 +92,7 @@ for d0 in [d for d in dag if d["round"] == 1]:
         label += " (PyTorch: reference+exec)"
     tokens = d0["B"] * d0["T"]
     gflops = d0["gflops"] * d0["step_ms"] / d_ms
-    print(f"| {label} | {d0['B']} | {d_ms:.1f} | {t_ms:.1f} | {t_ms / d_ms:.2f}x "
+    print(f"| {label} | {d0['B']} | {d_ms:.1f} | {t_ms:.1f} | {med(ratios):.2f}x "
           f"| {ratios[0]:.2f}-{ratios[-1]:.2f}x | {tokens / d_ms * 1e3:,.0f} | {tokens / t_ms * 1e3:,.0f} "
           f"| {gflops:.1f} | {100 * gflops / peak:.0f}% | {d_rss:.0f} | {t_rss:.0f} | {d_rss / t_rss:.2f} |")
 EOF
