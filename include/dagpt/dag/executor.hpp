@@ -335,7 +335,8 @@ DAGPT_DAG_INLINE void prefetch(const T* p, std::int64_t count) {
 }
 // The inputs of the DAGs [first, first + kLanes) clipped to the batch.
 template <typename T>
-DAGPT_DAG_INLINE void prefetch_inputs(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d, int n) {
+DAGPT_DAG_INLINE void prefetch_inputs(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d,
+                                      int n) {
   if (first >= count) return;
   const std::int64_t k = std::min<std::int64_t>(kLanes, count - first);
   prefetch(p.O.data() + first * d * n, k * d * n);
@@ -375,17 +376,10 @@ DAGPT_DAG_INLINE void load4(const double* const* q, std::int64_t at, vn* out) {
   out[2] = c;
   out[3] = d;
 }
-DAGPT_DAG_INLINE void store4(double* const* q, std::int64_t at, vn a, vn b, vn c, vn d, bool stream) {
+DAGPT_DAG_INLINE void store4(double* const* q, std::int64_t at, vn a, vn b, vn c, vn d) {
   transpose4(a, b, c, d);
   const vn r[4] = {a, b, c, d};
-  for (int l = 0; l < 4; ++l) {
-    double* t = q[l] + at;
-    if (stream && (reinterpret_cast<std::uintptr_t>(t) & 31U) == 0) {
-      _mm256_stream_pd(t, (__m256d)r[l]);
-    } else {
-      _mm256_storeu_pd(t, (__m256d)r[l]);
-    }
-  }
+  for (int l = 0; l < 4; ++l) _mm256_storeu_pd(q[l] + at, (__m256d)r[l]);
 }
 #endif
 // out[j] = element base + j of every lane, j < na (rows hold n >= na elements).
@@ -407,16 +401,46 @@ DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int
 #endif
   for (; j < na; ++j) out[j] = ld(p, base + j);
 }
-// Element base + j of every lane = v[j], j < n; streamed (non-temporal) where aligned when `stream`.
+#if defined(__AVX__)
+// Elements [at, at + 8) of rows q[0..3] from eight vectors (a[k], b[k]: elements at + k and at + 4 + k of
+// the four rows), each row's eight doubles written back to back: a whole 64-byte line, so that a
+// non-temporal store never leaves a line half written (a partial line goes to memory as a slow
+// read-modify-write once the write-combining buffers run out: eight rows are written side by side).
+DAGPT_DAG_INLINE void store8(double* const* q, std::int64_t at, vn a0, vn a1, vn a2, vn a3, vn b0, vn b1,
+                             vn b2, vn b3, bool stream) {
+  transpose4(a0, a1, a2, a3);
+  transpose4(b0, b1, b2, b3);
+  const vn lo[4] = {a0, a1, a2, a3};
+  const vn hi[4] = {b0, b1, b2, b3};
+  for (int l = 0; l < 4; ++l) {
+    double* t = q[l] + at;
+    if (stream && (reinterpret_cast<std::uintptr_t>(t) & 63U) == 0) {
+      _mm256_stream_pd(t, (__m256d)lo[l]);
+      _mm256_stream_pd(t + 4, (__m256d)hi[l]);
+    } else {
+      _mm256_storeu_pd(t, (__m256d)lo[l]);
+      _mm256_storeu_pd(t + 4, (__m256d)hi[l]);
+    }
+  }
+}
+#endif
+// Element base + j of every lane = v[j], j < n; streamed (non-temporal) by whole cache lines where
+// aligned when `stream`.
 template <typename T>
 DAGPT_DAG_INLINE void store_row(T* const* p, std::int64_t base, int n, const vd* v, bool stream) {
   if (p[0] == nullptr) return;
   int j = 0;
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, double>) {
+    for (; j + 8 <= n; j += 8) {
+      store8(p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a, v[j + 4].a, v[j + 5].a, v[j + 6].a,
+             v[j + 7].a, stream);
+      store8(p + 4, base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b, v[j + 4].b, v[j + 5].b, v[j + 6].b,
+             v[j + 7].b, stream);
+    }
     for (; j + 4 <= n; j += 4) {
-      store4(p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a, stream);
-      store4(p + 4, base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b, stream);
+      store4(p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a);  // a row's tail: cached stores
+      store4(p + 4, base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b);
     }
   }
 #else
