@@ -566,6 +566,13 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   ExactNodes x;
   load_row(in.vmag, 0, n_init, n, x.m);
   load_row(in.vsign, 0, n_init, n, x.s);
+  // Nodes other than finite with a positive magnitude (zeros, infinities, NaN) take the general path of a
+  // step that reads them; `unusual` collects them (lanes) as nodes are made.
+  const auto unusual_node = [&x](int j) {
+    const vd inf = splat(HUGE_VAL);
+    return ~(lt(splat(0), x.m[j]) & lt(x.m[j], inf) & lt(vabs(x.vh[j]), inf));
+  };
+  vi unusual = splati(0);
   for (int j = 0; j < n_init; ++j) {
     const vd mag = x.m[j];
     const vd sign = x.s[j];
@@ -574,6 +581,7 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     x.m[j] = mag;
     x.s[j] = sign;
     x.lm[j] = sel(lt(splat(0), mag), vlog(sel(lt(splat(0), mag), mag, splat(1))), splat(0));
+    unusual |= unusual_node(j);
   }
   vd orow[kMaxNodes];
   for (int st = 0; st < d; ++st) {
@@ -581,7 +589,7 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
     load_row(in.o, base, na, n, orow);
     vi integral = splati(-1);
-    for (int j = 0; j < na; ++j) {
+    for (int j = 0; j < na && any(integral); ++j) {  // predictions fail at once
       integral &= small_integer(orow[j]);
     }
     const vd gate = gates[st];
@@ -593,15 +601,27 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
       vi zero_num = splati(0);
       vi zero_den = splati(0);
       const bool reduce = over2(orow, na);
-      for (int j = 0; j < na; ++j) {
-        const vd o = orow[j];
-        const vi nz = ~eq(o, splat(0));
-        const vi mzero = eq(x.m[j], splat(0));
-        rlog += as_d(as_i(o * x.lm[j]) & nz);
-        rl += as_d(as_i(o * x.vh[j]) & nz);
-        zero_num |= mzero & lt(splat(0), o);
-        zero_den |= mzero & lt(o, splat(0));
-        sigma *= 1.0 + (x.s[j] - 1.0) * vparity_weight(o, reduce);
+      // Both loops sum o * lm and o * vh by the same expressions (so that a compiler contracting them
+      // into FMAs does so in both, and a DAG's value does not depend on its block's other lanes); the
+      // general one zeroes the node's terms where o is 0 (0 * inf would be NaN).
+      if (!any(unusual)) {  // every node read is finite and nonzero: no masks, no zero factors
+        for (int j = 0; j < na; ++j) {
+          const vd o = orow[j];
+          rlog += o * x.lm[j];
+          rl += o * x.vh[j];
+          sigma *= 1.0 + (x.s[j] - 1.0) * vparity_weight(o, reduce);
+        }
+      } else {
+        for (int j = 0; j < na; ++j) {
+          const vd o = orow[j];
+          const vi nz = ~eq(o, splat(0));
+          const vi mzero = eq(x.m[j], splat(0));
+          rlog += o * as_d(as_i(x.lm[j]) & nz);
+          rl += o * as_d(as_i(x.vh[j]) & nz);
+          zero_num |= mzero & lt(splat(0), o);
+          zero_den |= mzero & lt(o, splat(0));
+          sigma *= 1.0 + (x.s[j] - 1.0) * vparity_weight(o, reduce);
+        }
       }
       const vi top = zero_den | le(splat(kLogMagMax), rlog);
       magv = sel(zero_num, splat(0), sel(top, splat(kMagMax), vexp(vmin(rlog, splat(kLogMagMax)))));
@@ -620,6 +640,7 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
         if (lane(integral, l) != 0) set_lane(magv, l, exact_step_dd(x, na, l, in.o[l] + base, lane(gate, l)));
       }
     }
+    unusual |= unusual_node(na);
     if (ws != nullptr) vstore(ws + (2 * n + st) * kLanes, magv);
   }
   if (ws != nullptr) {
@@ -654,9 +675,12 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     const vi pos = lt(splat(0), m[j]);
     inv_m[j] = sel(pos, 1.0 / sel(pos, m[j], splat(1)), splat(0));
   }
-  vd dv[kMaxNodes];  // through linear use (and the value itself)
-  vd dm[kMaxNodes];  // through the log magnitude
-  vd ds[kMaxNodes];  // through the log sign (initial slots only)
+  vi zero_m = splati(0);
+  for (int j = 0; j < n; ++j) zero_m |= eq(m[j], splat(0));
+  const bool zeros = any(zero_m);  // some node is exactly 0 (its factor zeroes a product)
+  vd dv[kMaxNodes];                // through linear use (and the value itself)
+  vd dm[kMaxNodes];                // through the log magnitude
+  vd ds[kMaxNodes];                // through the log sign (initial slots only)
   vd orow[kMaxNodes];
   vd grow[kMaxNodes];
   vd dgate[kMaxDepth];
@@ -677,7 +701,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     for (int j = na - 1; j >= 0; --j) {
       const vd o = orow[j];
       rl += o * vh[j];
-      zero_num |= lt(splat(0), o) & eq(m[j], splat(0));
+      if (zeros) zero_num |= lt(splat(0), o) & eq(m[j], splat(0));
       vparity(o, reduce, pw[j], pwg[j]);
       f[j] = 1.0 + (s[j] - 1.0) * pw[j];
       suffix[j] = suffix[j + 1] * f[j];
