@@ -640,6 +640,27 @@ TEST_CASE("fused MLP, residual projection and token+position embedding: values a
         return layer_norm_mlp(v[0], v[1], VD(), v[2], VD(), v[3], VD(), DropoutDraw{}, false);
       },
       {x, lw, w1, w2});
+  // Several linears on one LayerNorm (the predictor head): each output as the unfused ops, and the
+  // gradients of a mix of all outputs (one without a bias, one output unused).
+  {
+    const TD wa = randn({3, 4}, 23), ba = randn({3}, 24), wb = randn({6, 4}, 25), wc = randn({2, 4}, 26),
+             bc = randn({2}, 27);
+    const auto ys =
+        layer_norm_linears(VD(x), VD(lw), VD(lb), {{VD(wa), VD(ba)}, {VD(wb), VD()}, {VD(wc), VD(bc)}});
+    REQUIRE(ys.size() == 3U);
+    const VD ln = layer_norm(VD(x), VD(lw), VD(lb));
+    const VD plain[] = {linear(ln, VD(wa), VD(ba)), linear(ln, VD(wb)), linear(ln, VD(wc), VD(bc))};
+    for (std::size_t k = 0; k < 3; ++k) {
+      REQUIRE(ys[k].shape() == plain[k].shape());
+      REQUIRE(dagpt::max(dagpt::abs(ys[k].value() - plain[k].value())).item() < 1e-12);
+    }
+    require_grads(
+        [](const std::vector<VD>& v) {
+          const auto y = layer_norm_linears(v[0], v[1], v[2], {{v[3], v[4]}, {v[5], VD()}, {v[6], v[7]}});
+          return dagpt::sum(y[0] * y[0]) + dagpt::sum(dagpt::tanh(y[1]));  // y[2] unused: zero gradient
+        },
+        {x, lw, lb, wa, ba, wb, wc, bc});
+  }
   // r + dropout(x W^T + b)
   const TD w = randn({4, 4}, 17), b = randn({4}, 18);
   const VD rl = residual_linear(VD(r), VD(x), VD(w), VD(b), draw(0.25, 40));

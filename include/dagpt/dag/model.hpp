@@ -120,19 +120,43 @@ class Predictor : public nn::Module<T> {
 
   // h [B, T, C] -> the plan [B, T, ...].
   PlanVars<T> operator()(const Var<T>& h) const {
-    const Shape hs = h.shape();
+    return finish(h.shape(), mag_linear()(h), V_sign_predictor(h), O_predictor(h), G_predictor(h));
+  }
+  // The plan of ln(x): the LayerNorm and the four linears in one op (nn::layer_norm_linears), which keeps x
+  // rather than ln(x) and runs one product instead of four. Same values as operator()(ln(x)).
+  PlanVars<T> normed(const Var<T>& x, const nn::LayerNorm<T>& ln) const {
+    const nn::Linear<T>& mag = mag_linear();
+    const auto y = nn::layer_norm_linears(x, ln.weight, ln.bias,
+                                          {{mag.weight, mag.bias},
+                                           {V_sign_predictor.weight, V_sign_predictor.bias},
+                                           {O_predictor.weight, O_predictor.bias},
+                                           {G_predictor.weight, G_predictor.bias}},
+                                          ln.eps);
+    return finish(x.shape(), y[0], y[1], y[2], y[3]);
+  }
+
+  std::unique_ptr<nn::Linear<T>> V_mag_predictor;  // MagHead::direct
+  std::unique_ptr<nn::Linear<T>> digit_predictor;  // MagHead::digits
+  nn::Linear<T> V_sign_predictor, O_predictor, G_predictor;
+
+ private:
+  const nn::Linear<T>& mag_linear() const {
+    return head_ == MagHead::direct ? *V_mag_predictor : *digit_predictor;
+  }
+  // The plan from the four linears' outputs (mag: V_mag's or the digit logits' linear).
+  PlanVars<T> finish(const Shape& hs, const Var<T>& mag, const Var<T>& sign, const Var<T>& o,
+                     const Var<T>& g) const {
     Shape o_shape(hs.begin(), hs.end() - 1);
     o_shape.push_back(layout_.depth);
     o_shape.push_back(layout_.nodes());
-    PlanVars<T> p{Var<T>(), tanh(V_sign_predictor(h)), O_predictor(h).reshape(o_shape),
-                  sigmoid(G_predictor(h)), Var<T>()};
+    PlanVars<T> p{Var<T>(), tanh(sign), o.reshape(o_shape), sigmoid(g), Var<T>()};
     if (head_ == MagHead::direct) {
-      p.V_mag = abs((*V_mag_predictor)(h));
+      p.V_mag = abs(mag);
     } else {
       Shape l_shape(hs.begin(), hs.end() - 1);
       for (std::int64_t v : {std::int64_t{layout_.n_init}, std::int64_t{digits_.digits()}, std::int64_t{10}})
         l_shape.push_back(v);
-      p.digit_logits = (*digit_predictor)(h).reshape(l_shape);
+      p.digit_logits = mag.reshape(l_shape);
       p.V_mag = apply<DigitMagnitudeFn<T>, T>({p.digit_logits}, layout_.nodes(), digits_)[0];
     }
     if (ste_ || (sharpen_eval_ && !this->is_training())) {
@@ -143,11 +167,6 @@ class Predictor : public nn::Module<T> {
     return p;
   }
 
-  std::unique_ptr<nn::Linear<T>> V_mag_predictor;  // MagHead::direct
-  std::unique_ptr<nn::Linear<T>> digit_predictor;  // MagHead::digits
-  nn::Linear<T> V_sign_predictor, O_predictor, G_predictor;
-
- private:
   Layout layout_;
   bool ste_;
   bool sharpen_eval_;
@@ -159,7 +178,7 @@ template <typename T>
 struct ModelOutput {
   PlanVars<T> plan;
   Var<T> exec;    // [B, T]
-  Var<T> hidden;  // [B, T, C]
+  Var<T> hidden;  // [B, T, C]: the residual stream before ln_f (ln_f is fused into the head's products)
 };
 
 // Backbone ("transformer.*") + head ("dag_predictor.*") + executor (no parameters).
@@ -178,8 +197,8 @@ class PredictorModel : public nn::Module<T> {
 
   ModelOutput<T> operator()(const Tensor<std::int64_t>& idx) const {
     ModelOutput<T> out;
-    out.hidden = transformer(idx);
-    out.plan = dag_predictor(out.hidden);
+    out.hidden = transformer.features(idx);
+    out.plan = dag_predictor.normed(out.hidden, transformer.ln_f);  // = dag_predictor(transformer(idx))
     out.exec = execute(out.plan.V_mag, out.plan.V_sign, out.plan.O, out.plan.G, config_.semantics);
     return out;
   }

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <unsupported/Eigen/SpecialFunctions>
+#include <utility>
 #include <vector>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -629,6 +630,138 @@ class LayerNormLinearFn : public Function<T> {
   detail::LayerNormPart<T> ln_;
 };
 
+// y_k = linear(layer_norm(x, ln_w, ln_b), W_k, b_k) for k = 0 .. K-1 as one op with K outputs (a
+// predictor head's linears on the backbone's final LayerNorm): the weights go side by side into one
+// product, so x is normalized and read once, the head's narrow products become one wide one, and the
+// backward pass sums the K gradients at the LayerNorm output inside one product instead of adding K
+// [m, C] tensors. Keeps x and the row statistics, not the LayerNorm output. Inputs {x, ln_w, [ln_b],
+// W_0, [b_0], W_1, [b_1], ...}; `biases[k]` says whether b_k is given.
+template <typename T>
+class LayerNormLinearsFn : public Function<T> {
+ public:
+  LayerNormLinearsFn(double eps, bool ln_bias, std::vector<bool> biases)
+      : eps_(eps), ln_bias_(ln_bias), biases_(std::move(biases)) {}
+
+  std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
+    std::size_t at = ln_bias_ ? 3 : 2;
+    std::size_t want = at;
+    for (const bool b : biases_) want += b ? 2 : 1;
+    if (in.size() != want) {
+      dagpt::detail::raise<ValueError>("layer_norm_linears: expected {} inputs, got {}", want, in.size());
+    }
+    const Tensor<T> x = in[0].contiguous();
+    detail::LayerNormPart<T> ln{
+        in[1].contiguous(), ln_bias_ ? in[2].contiguous() : Tensor<T>(), {}, {}, eps_};
+    ln.check(x, "layer_norm_linears");
+    const std::int64_t c = ln.w.numel(), m = detail::rows_of(x);
+    // The weights [sum of outs, C] and biases side by side.
+    std::vector<Tensor<T>> ws, bs;
+    offsets_ = {0};
+    slots_.clear();
+    for (const bool has_b : biases_) {
+      const Tensor<T> w = in[at].contiguous();
+      if (w.dim() != 2 || w.size(1) != c) {
+        dagpt::detail::raise<ShapeError>("layer_norm_linears: weight {} has shape {}, expected [out, {}]",
+                                         ws.size(), w.shape().str(), c);
+      }
+      Tensor<T> b;
+      if (has_b) {
+        b = in[at + 1].contiguous();
+        if (b.dim() != 1 || b.size(0) != w.size(0)) {
+          dagpt::detail::raise<ShapeError>("layer_norm_linears: bias {} has shape {}, expected [{}]",
+                                           bs.size(), b.shape().str(), w.size(0));
+        }
+      }
+      slots_.push_back(at);
+      at += has_b ? 2 : 1;
+      offsets_.push_back(offsets_.back() + w.size(0));
+      ws.push_back(w);
+      bs.push_back(b);
+    }
+    const std::int64_t total = offsets_.back();
+    Tensor<T> wc = Tensor<T>::empty({total, c}), bc = Tensor<T>::zeros({total});
+    for (std::size_t k = 0; k < ws.size(); ++k) {
+      std::copy_n(ws[k].data(), ws[k].numel(), wc.data() + offsets_[k] * c);
+      if (bs[k].defined()) std::copy_n(bs[k].data(), bs[k].numel(), bc.data() + offsets_[k]);
+    }
+    Tensor<T> y = Tensor<T>::empty({m, total});
+    {
+      Tensor<T> h = Tensor<T>::empty(x.shape());  // the LayerNorm output, freed here
+      ln.forward(x, h.data());
+      detail::linear_forward(h.data(), wc.data(), bc.data(), y.data(), m, c, total);
+    }
+    std::vector<Tensor<T>> outs;
+    for (std::size_t k = 0; k < ws.size(); ++k) {
+      Shape s = x.shape();
+      s[s.size() - 1] = offsets_[k + 1] - offsets_[k];
+      outs.push_back(y.narrow(1, offsets_[k], offsets_[k + 1] - offsets_[k]).contiguous().reshape(s));
+    }
+    ln_ = ln;
+    this->save_for_backward({x, wc});
+    return outs;
+  }
+
+  std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
+    const Tensor<T>& x = this->saved()[0];
+    const Tensor<T>& wc = this->saved()[1];
+    const std::int64_t c = wc.size(1), total = wc.size(0), m = detail::rows_of(x);
+    const std::size_t K = biases_.size();
+    // The output gradients side by side [m, total].
+    Tensor<T> gy = Tensor<T>::empty({m, total});
+    for (std::size_t k = 0; k < K; ++k) {
+      const Tensor<T> gk = g[k].contiguous();
+      const std::int64_t w = offsets_[k + 1] - offsets_[k];
+      const T* src = gk.data();
+      T* dst = gy.data() + offsets_[k];
+      parallel_for(m, m * w, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) std::copy_n(src + r * w, w, dst + r * total);
+      });
+    }
+    std::vector<Tensor<T>> grads(this->inputs.size());
+    const auto want = [&](std::size_t i) { return this->needs_input_grad(i); };
+    bool params = false;
+    for (std::size_t k = 0; k < K; ++k)
+      params = params || want(slots_[k]) || (biases_[k] && want(slots_[k] + 1));
+    const bool ln_grads = want(0) || want(1) || (ln_bias_ && want(2));
+    Tensor<T> h = Tensor<T>::empty(x.shape());  // the LayerNorm output again, then its gradient
+    ln_.apply(x, 0, m, h.data());
+    if (params) {
+      Tensor<T> gw = Tensor<T>::empty({total, c}), gb = Tensor<T>::empty({total});
+      detail::linear_backward_params(gy.data(), h.data(), gw.data(), gb.data(), m, c, total);
+      for (std::size_t k = 0; k < K; ++k) {
+        const std::int64_t w = offsets_[k + 1] - offsets_[k];
+        if (want(slots_[k])) grads[slots_[k]] = gw.narrow(0, offsets_[k], w).clone();
+        if (biases_[k] && want(slots_[k] + 1)) grads[slots_[k] + 1] = gb.narrow(0, offsets_[k], w).clone();
+      }
+    }
+    if (ln_grads) {
+      detail::linear_backward_input(gy.data(), wc.data(), h.data(), m, c, total);
+      if (want(0)) grads[0] = h;  // the LayerNorm backward runs in place
+      if (want(1)) grads[1] = Tensor<T>::empty(ln_.w.shape());
+      if (ln_bias_ && want(2)) grads[2] = Tensor<T>::empty(ln_.b.shape());
+      const auto data = [&grads](std::size_t i) {
+        return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
+      };
+      detail::layer_norm_backward(x.data(), ln_.w.data(), ln_.mean.data(), ln_.rstd.data(), h.data(), m, c,
+                                  data(0), data(1), ln_bias_ ? data(2) : nullptr);
+    }
+    return grads;
+  }
+  void release() override {
+    Function<T>::release();
+    ln_ = {};
+  }
+  std::string name() const override { return "LayerNormLinears"; }
+
+ private:
+  double eps_;
+  bool ln_bias_;
+  std::vector<bool> biases_;
+  std::vector<std::int64_t> offsets_;  // output k is columns [offsets_[k], offsets_[k + 1])
+  std::vector<std::size_t> slots_;     // input position of W_k
+  detail::LayerNormPart<T> ln_;
+};
+
 namespace detail {
 // y = gelu(x) over n elements (y may be x).
 template <typename T>
@@ -1189,6 +1322,25 @@ Var<T> layer_norm_mlp(const Var<T>& x, const Var<T>& ln_w, const Var<T>& ln_b, c
     if (!optional[i] || all[i]->defined()) in.push_back(*all[i]);
   }
   return apply<MlpFn<T>, T>(in, draw, residual, ln_b.defined() ? 2 : 1, eps)[0];
+}
+// linear(layer_norm(x, ln_w, ln_b), w_k, b_k) for each given (w_k, b_k) as one op (LayerNormLinearsFn);
+// b_k may be undefined.
+template <typename T>
+std::vector<Var<T>> layer_norm_linears(const Var<T>& x, const Var<T>& ln_w, const Var<T>& ln_b,
+                                       const std::vector<std::pair<Var<T>, Var<T>>>& linears,
+                                       double eps = 1e-5) {
+  std::vector<Var<T>> in;
+  in.reserve(3 + 2 * linears.size());
+  in.push_back(x);
+  in.push_back(ln_w);
+  if (ln_b.defined()) in.push_back(ln_b);
+  std::vector<bool> biases;
+  for (const auto& [w, b] : linears) {
+    in.push_back(w);
+    if (b.defined()) in.push_back(b);
+    biases.push_back(b.defined());
+  }
+  return apply<LayerNormLinearsFn<T>, T>(in, eps, ln_b.defined(), biases);
 }
 // linear(layer_norm(x, ln_w, ln_b), w, b) as one op (LayerNormLinearFn): keeps x, not the LayerNorm output.
 template <typename T>

@@ -207,7 +207,10 @@ class Transformer : public Module<T> {
     this->register_module("ln_f", ln_f);
   }
 
-  Var<T> operator()(const Tensor<std::int64_t>& idx) const {
+  // ln_f(features(idx)): nanoGPT's transformer output [B, T, C].
+  Var<T> operator()(const Tensor<std::int64_t>& idx) const { return ln_f(features(idx)); }
+  // The residual stream after the last block, before ln_f (for a head that fuses ln_f into its products).
+  Var<T> features(const Tensor<std::int64_t>& idx) const {
     if (idx.dim() != 2)
       dagpt::detail::raise<ShapeError>("GPT: token ids have shape {}, expected [B, T]", idx.shape().str());
     const std::int64_t Tn = idx.size(1);
@@ -220,7 +223,7 @@ class Transformer : public Module<T> {
     const DropoutDraw d = on ? drop_->draw(config_.dropout, idx.numel() * config_.n_embd) : DropoutDraw{};
     Var<T> x = token_position_embedding(wte.weight, wpe.weight, idx, d);
     for (const auto& block : h) x = (*block)(x);
-    return ln_f(x);
+    return x;
   }
 
   Embedding<T> wte, wpe;
