@@ -10,7 +10,8 @@
 #
 # Environment: BUILD (build folder, default /tmp/dagpt-bench-build), OMP_NUM_THREADS (default 2),
 # LARGE=1 to add 1,048,576-DAG rows (dagpt at depths 4 and 8, PyTorch at depth 4 only: its depth-8 graph
-# needs ~10 GB), REPS (dagpt repetitions, default 5), MIN_TIME (seconds per PyTorch measurement, default 1).
+# needs ~10 GB), REPS (dagpt repetitions, default 5), MIN_TIME (seconds per PyTorch measurement, default 1),
+# ROUNDS (alternating dagpt / PyTorch rounds, default 3; the table gives medians and ratio ranges).
 # PyTorch gets the profile of bench/compare/run.sh: OpenBLAS pthread, jemalloc (never returning pages),
 # 2 threads. Needs scripts/install-deps.sh --bench. Results stay in the folder it prints.
 set -euo pipefail
@@ -19,6 +20,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${BUILD:-/tmp/dagpt-bench-build}
 threads=${OMP_NUM_THREADS:-2}
 reps=${REPS:-5}
+rounds=${ROUNDS:-3}
 min_time=${MIN_TIME:-1}
 large=${LARGE:-0}
 
@@ -72,64 +74,81 @@ phase_end() {
 # (b) the same inputs for both sides: 8,192 random plans per depth, with dagpt's reference-mode results.
 for d in 4 8; do "$build/bench/dagpt_dag_dump" "$out/d$d.bin" --depth "$d" --count 8192; done
 
-# (c) dagpt.
+# (c), (d): dagpt, then PyTorch (which first checks itself against the dumps), ROUNDS times in alternation:
+# the shared machine's speed drifts within minutes, so each ratio pairs runs a few seconds apart.
 filter='^dag/fwd\+bwd/(exact|reference)/random/d[48]/8192/'
 [[ $large == 1 ]] && filter='^dag/fwd\+bwd/(exact|reference)/random/d[48]/(8192|1048576)/'
-log "dagpt_dag_bench ($threads threads, $reps repetitions) -> $out/dagpt.json"
-phase_start
-OMP_NUM_THREADS=$threads "$build/bench/dagpt_dag_bench" "--benchmark_filter=$filter" \
-  --benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true \
-  --benchmark_out="$out/dagpt.json" --benchmark_out_format=json >&2
-phase_end "dagpt run"
-
-# (d) PyTorch: check against the dumps, then time.
 large_args=()
 [[ $large == 1 ]] && large_args=(--large 4)
-log "PyTorch (OpenBLAS pthread, jemalloc, $threads threads) -> $out/torch.json"
-phase_start
 status=0
-OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
-  LD_LIBRARY_PATH=$openblas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} LD_PRELOAD=$jemalloc MALLOC_CONF=$malloc_conf \
-  "$python" "$root/bench/compare/executor_torch.py" "$out/torch.json" "$out/d4.bin" "$out/d8.bin" \
-  "${large_args[@]}" --min-time "$min_time" 2> >(tee "$out/torch.log" >&2) || status=$?
-phase_end "PyTorch run"
+for ((round = 1; round <= rounds; round++)); do
+  log "round $round of $rounds: dagpt_dag_bench ($threads threads, $reps repetitions) -> $out/dagpt.$round.json"
+  phase_start
+  OMP_NUM_THREADS=$threads "$build/bench/dagpt_dag_bench" "--benchmark_filter=$filter" \
+    --benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true \
+    --benchmark_out="$out/dagpt.$round.json" --benchmark_out_format=json >&2
+  phase_end "dagpt run $round"
+  log "round $round of $rounds: PyTorch (OpenBLAS pthread, jemalloc, $threads threads) -> $out/torch.$round.json"
+  phase_start
+  OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
+    LD_LIBRARY_PATH=$openblas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} LD_PRELOAD=$jemalloc MALLOC_CONF=$malloc_conf \
+    "$python" "$root/bench/compare/executor_torch.py" "$out/torch.$round.json" "$out/d4.bin" "$out/d8.bin" \
+    "${large_args[@]}" --min-time "$min_time" 2> >(tee -a "$out/torch.log" >&2) || status=$?
+  phase_end "PyTorch run $round"
+done
 
-# (e) the table.
-"$python" - "$out/dagpt.json" "$out/torch.json" "$(IFS=';'; echo "${interference[*]}")" "$threads" <<'EOF' | tee "$out/table.md"
-import json, sys
-bench = json.load(open(sys.argv[1]))
-dagpt = {}
-for b in bench["benchmarks"]:
-    # the median of the repetitions; with one repetition there is no aggregate, only the run itself
-    if b.get("aggregate_name", "median") != "median":
-        continue
-    parts = b["run_name"].split("/")  # dag/fwd+bwd/<sem>/random/d<D>/<DAGs>/...
-    key = (parts[2], int(parts[4][1:]), int(parts[5]))
-    if b.get("run_type") == "aggregate" or key not in dagpt:
-        dagpt[key] = b["real_time"]  # ms
-torch_out = json.load(open(sys.argv[2]))
-torch = {(r["depth"], r["dags"]): r for r in torch_out["results"]}
-meta = torch_out["meta"]
+# (e) the table: medians over the rounds; a ratio is the median of the per-round ratios [their range].
+"$python" - "$out" "$rounds" "$(IFS=';'; echo "${interference[*]}")" "$threads" <<'EOF' | tee "$out/table.md"
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+dagpt, torch, meta, cpus = [], [], None, None
+for r in range(1, rounds + 1):
+    bench = json.load(open(f"{out}/dagpt.{r}.json"))
+    cpus = bench["context"].get("num_cpus")
+    runs = {}
+    for b in bench["benchmarks"]:
+        # the median of the repetitions; with one repetition there is no aggregate, only the run itself
+        if b.get("aggregate_name", "median") != "median":
+            continue
+        parts = b["run_name"].split("/")  # dag/fwd+bwd/<sem>/random/d<D>/<DAGs>/...
+        key = (parts[2], int(parts[4][1:]), int(parts[5]))
+        if b.get("run_type") == "aggregate" or key not in runs:
+            runs[key] = b["real_time"]  # ms
+    dagpt.append(runs)
+    t = json.load(open(f"{out}/torch.{r}.json"))
+    meta = t["meta"]
+    torch.append({(x["depth"], x["dags"]): x for x in t["results"]})
+med = statistics.median
 print(f"DAG executor, float64, forward+backward (ones output gradient), random plans, batch [DAGs/32, 32]; "
-      f"medians. dagpt: {bench['context'].get('num_cpus')} CPUs, OMP_NUM_THREADS={sys.argv[4]}; PyTorch "
+      f"{rounds} alternating rounds. dagpt: {cpus} CPUs, OMP_NUM_THREADS={sys.argv[4]}; PyTorch "
       f"{meta['torch']}, {meta['threads']} threads, mapped: {', '.join(p.rsplit('/', 1)[-1] for p in meta['libs'])}")
 print("PyTorch twin = the reference's structure (O sliced per step); unbound = O and G unbound once (faster "
-      "for PyTorch). Ratios are PyTorch ms / dagpt ms (> 1: dagpt faster). check: PyTorch's outputs and input "
-      "gradients equal dagpt's reference mode on the same inputs (rtol 1e-9).")
+      "for PyTorch). ms: medians over the rounds. Ratios: PyTorch ms / dagpt ms (> 1: dagpt faster), the median "
+      "of the per-round ratios [lowest-highest]. check: PyTorch's outputs and input gradients equal dagpt's "
+      "reference mode on the same inputs (rtol 1e-9), in every round.")
 print()
 print("| depth | DAGs | dagpt exact ms | dagpt reference ms | PyTorch twin ms | PyTorch unbound ms "
       "| twin / dagpt ref | twin / dagpt exact | unbound / dagpt ref | check |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-for d, n in sorted({(d, n) for (_, d, n) in dagpt}, key=lambda k: (k[1], k[0])):
-    ex, ref = dagpt.get(("exact", d, n)), dagpt.get(("reference", d, n))
-    t = torch.get((d, n))
-    tw = t["twin"]["fwd_bwd_ms"] if t else None
-    ub = t["unbound"]["fwd_bwd_ms"] if t else None
-    chk = "-" if not t or t["twin"]["check_ok"] is None else (
-        "OK" if t["twin"]["check_ok"] and t["unbound"]["check_ok"] else "MISMATCH")
-    f = lambda v: "-" if v is None else f"{v:,.3f}"
-    r = lambda a, b: "-" if a is None or b is None else f"{a / b:,.1f}x"
-    print(f"| {d} | {n:,} | {f(ex)} | {f(ref)} | {f(tw)} | {f(ub)} | {r(tw, ref)} | {r(tw, ex)} | {r(ub, ref)} | {chk} |")
+for d, n in sorted({(d, n) for (_, d, n) in dagpt[0]}, key=lambda k: (k[1], k[0])):
+    def side(get):
+        v = [get(r) for r in range(rounds)]
+        return v if all(x is not None for x in v) else None
+    ex = side(lambda r: dagpt[r].get(("exact", d, n)))
+    ref = side(lambda r: dagpt[r].get(("reference", d, n)))
+    tw = side(lambda r: torch[r][(d, n)]["twin"]["fwd_bwd_ms"] if (d, n) in torch[r] else None)
+    ub = side(lambda r: torch[r][(d, n)]["unbound"]["fwd_bwd_ms"] if (d, n) in torch[r] else None)
+    oks = [torch[r][(d, n)]["twin"]["check_ok"] for r in range(rounds) if (d, n) in torch[r]]
+    chk = "-" if not oks or None in oks else (
+        "OK" if all(oks) and all(torch[r][(d, n)]["unbound"]["check_ok"] for r in range(rounds)) else "MISMATCH")
+    f = lambda v: "-" if v is None else f"{med(v):,.3f}"
+    def ratio(a, b):
+        if a is None or b is None:
+            return "-"
+        rs = sorted(x / y for x, y in zip(a, b))
+        return f"{med(rs):,.1f}x [{rs[0]:,.1f}-{rs[-1]:,.1f}]"
+    print(f"| {d} | {n:,} | {f(ex)} | {f(ref)} | {f(tw)} | {f(ub)} | {ratio(tw, ref)} | {ratio(tw, ex)} "
+          f"| {ratio(ub, ref)} | {chk} |")
 print()
 print("Interference: " + "; ".join(sys.argv[3].split(";")))
 EOF
