@@ -1,8 +1,12 @@
 // The fused ops of the transformer, each an autograd Function with a hand-written backward (as llm.c
-// does): linear (x W^T + b on Eigen's GEMM), embedding lookup (backward scatter-adds into the used rows
+// does): linear (x W^T + b on nn/gemm.hpp), embedding lookup (backward scatter-adds into the used rows
 // only), LayerNorm, exact erf GELU, causal self-attention (softmax, optional dropout on the
-// probabilities) and dropout. All work on contiguous row-major data of float or double; every one is
-// gradient-checked in double in tests/nn.test.cpp.
+// probabilities) and dropout; and the larger fusions the model uses: the MLP with its dropout and residual
+// (MlpFn), the attention's projection with its dropout and residual (ResidualLinearFn), token + position
+// embedding with dropout, and each LayerNorm fused into the op after it (LayerNormLinearFn, MlpFn with a
+// LayerNorm, LayerNormLinearsFn for the predictor head), which keep the LayerNorm's input and row
+// statistics instead of its output. All work on contiguous row-major data of float or double; every one is
+// gradient-checked in double and compared with the unfused ops in tests/nn.test.cpp.
 //
 // Dropout masks come from the counter-based Philox generator (core/random.hpp): element e of a call that
 // reserved counters starting at `first` keeps its value when uniform(first + e/4, word e%4) >= p, so a
