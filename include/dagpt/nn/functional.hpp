@@ -3,8 +3,8 @@
 // only), LayerNorm, exact erf GELU, causal self-attention (softmax, optional dropout on the
 // probabilities) and dropout; and the larger fusions the model uses: the MLP with its dropout and residual
 // (MlpFn), the attention's projection with its dropout and residual (ResidualLinearFn), token + position
-// embedding with dropout, and each LayerNorm fused into the op after it (LayerNormLinearFn, MlpFn with a
-// LayerNorm, LayerNormLinearsFn for the predictor head), which keep the LayerNorm's input and row
+// embedding with dropout, and each LayerNorm fused into the op after it (LayerNormLinearsFn: one linear or
+// the predictor head's four; MlpFn with a LayerNorm), which keep the LayerNorm's input and row
 // statistics instead of its output. All work on contiguous row-major data of float or double; every one is
 // gradient-checked in double and compared with the unfused ops in tests/nn.test.cpp.
 //
@@ -479,6 +479,11 @@ void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, c
     if (gb != nullptr) gb[j] = static_cast<T>(sb);
   }
 }
+// grads[i]'s data, null when it is absent or undefined (a gradient that is not wanted).
+template <typename T>
+T* data_or_null(const std::vector<Tensor<T>>& grads, std::size_t i) {
+  return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
+}
 // The LayerNorm part of a fused op: weight (and bias) given, eps; the statistics of the last forward.
 template <typename T>
 struct LayerNormPart {
@@ -537,9 +542,7 @@ class LayerNormFn : public Function<T> {
     if (this->needs_input_grad(1)) grads[1] = Tensor<T>::empty(w.shape());
     if (grads.size() > 2 && this->needs_input_grad(2))
       grads[2] = Tensor<T>::empty(this->inputs[2]->value.shape());
-    const auto data = [&grads](std::size_t i) {
-      return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
-    };
+    const auto data = [&grads](std::size_t i) { return detail::data_or_null(grads, i); };
     detail::layer_norm_backward(x.data(), w.data(), this->saved()[2].data(), this->saved()[3].data(),
                                 gy.data(), m, c, data(0), data(1), data(2));
     return grads;
@@ -548,90 +551,6 @@ class LayerNormFn : public Function<T> {
 
  private:
   double eps_;
-};
-
-// linear(layer_norm(x, ln_w, ln_b), W, b) as one op that keeps x (and the row statistics), not the [m, c]
-// LayerNorm output: the backward computes that again (a cheap pass) before the weight gradient. Inputs
-// {x, ln_w, [ln_b], W, [b]}.
-template <typename T>
-class LayerNormLinearFn : public Function<T> {
- public:
-  LayerNormLinearFn(double eps, bool ln_bias, bool bias) : eps_(eps), ln_bias_(ln_bias), bias_(bias) {}
-
-  std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
-    const std::size_t iw = ln_bias_ ? 3 : 2;
-    if (in.size() != iw + (bias_ ? 2 : 1)) {
-      dagpt::detail::raise<ValueError>("layer_norm_linear: expected {} inputs, got {}", iw + (bias_ ? 2 : 1),
-                                       in.size());
-    }
-    const Tensor<T> x = in[0].contiguous();
-    detail::LayerNormPart<T> ln{
-        in[1].contiguous(), ln_bias_ ? in[2].contiguous() : Tensor<T>(), {}, {}, eps_};
-    ln.check(x, "layer_norm_linear");
-    const Tensor<T> w = in[iw].contiguous();
-    if (w.dim() != 2 || w.size(1) != ln.w.numel()) {
-      dagpt::detail::raise<ShapeError>("layer_norm_linear: weight has shape {}, expected [out, {}]",
-                                       w.shape().str(), ln.w.numel());
-    }
-    const std::int64_t out = w.size(0), k = w.size(1), m = detail::rows_of(x);
-    const Tensor<T> b = bias_ ? in[iw + 1].contiguous() : Tensor<T>();
-    if (bias_ && (b.dim() != 1 || b.size(0) != out)) {
-      dagpt::detail::raise<ShapeError>("layer_norm_linear: bias has shape {}, expected [{}]", b.shape().str(),
-                                       out);
-    }
-    Shape ys = x.shape();
-    ys[ys.size() - 1] = out;
-    Tensor<T> y = Tensor<T>::empty(ys);
-    {
-      Tensor<T> h = Tensor<T>::empty(x.shape());  // the LayerNorm output, freed here
-      ln.forward(x, h.data());
-      detail::linear_forward(h.data(), w.data(), bias_ ? b.data() : nullptr, y.data(), m, k, out);
-    }
-    ln_ = ln;
-    this->save_for_backward({x, w});
-    return {y};
-  }
-
-  std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& g) override {
-    const Tensor<T>& x = this->saved()[0];
-    const Tensor<T>& w = this->saved()[1];
-    const std::int64_t out = w.size(0), k = w.size(1), m = detail::rows_of(x);
-    const std::size_t iw = ln_bias_ ? 3 : 2;
-    std::vector<Tensor<T>> grads(this->inputs.size());
-    const auto want = [&](std::size_t i) { return this->needs_input_grad(i); };
-    const auto data = [&grads](std::size_t i) {
-      return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
-    };
-    const Tensor<T> gy = g[0].contiguous();
-    Tensor<T> h = Tensor<T>::empty(x.shape());  // the LayerNorm output again, then its gradient
-    ln_.apply(x, 0, m, h.data());
-    if (want(iw)) grads[iw] = Tensor<T>::empty(w.shape());
-    if (bias_ && want(iw + 1)) grads[iw + 1] = Tensor<T>::empty({out});
-    if (data(iw) != nullptr || data(iw + 1) != nullptr) {
-      detail::linear_backward_params(gy.data(), h.data(), data(iw), bias_ ? data(iw + 1) : nullptr, m, k,
-                                     out);
-    }
-    const bool ln_grads = want(0) || want(1) || (ln_bias_ && want(2));
-    if (ln_grads) {
-      detail::linear_backward_input(gy.data(), w.data(), h.data(), m, k, out);
-      if (want(0)) grads[0] = h;  // the LayerNorm backward runs in place
-      if (want(1)) grads[1] = Tensor<T>::empty(ln_.w.shape());
-      if (ln_bias_ && want(2)) grads[2] = Tensor<T>::empty(ln_.b.shape());
-      detail::layer_norm_backward(x.data(), ln_.w.data(), ln_.mean.data(), ln_.rstd.data(), h.data(), m, k,
-                                  data(0), data(1), ln_bias_ ? data(2) : nullptr);
-    }
-    return grads;
-  }
-  void release() override {
-    Function<T>::release();
-    ln_ = {};
-  }
-  std::string name() const override { return "LayerNormLinear"; }
-
- private:
-  double eps_;
-  bool ln_bias_, bias_;
-  detail::LayerNormPart<T> ln_;
 };
 
 // y_k = linear(layer_norm(x, ln_w, ln_b), W_k, b_k) for k = 0 .. K-1 as one op with K outputs (a
@@ -710,9 +629,9 @@ class LayerNormLinearsFn : public Function<T> {
     const Tensor<T>& wc = this->saved()[1];
     const std::int64_t c = wc.size(1), total = wc.size(0), m = detail::rows_of(x);
     const std::size_t K = biases_.size();
-    // The output gradients side by side [m, total].
-    Tensor<T> gy = Tensor<T>::empty({m, total});
-    for (std::size_t k = 0; k < K; ++k) {
+    // The output gradients side by side [m, total] (one output: its gradient as it is).
+    Tensor<T> gy = K == 1 ? g[0].contiguous() : Tensor<T>::empty({m, total});
+    for (std::size_t k = 0; k < K && K > 1; ++k) {
       const Tensor<T> gk = g[k].contiguous();
       const std::int64_t w = offsets_[k + 1] - offsets_[k];
       const T* src = gk.data();
@@ -734,8 +653,11 @@ class LayerNormLinearsFn : public Function<T> {
       detail::linear_backward_params(gy.data(), h.data(), gw.data(), gb.data(), m, c, total);
       for (std::size_t k = 0; k < K; ++k) {
         const std::int64_t w = offsets_[k + 1] - offsets_[k];
-        if (want(slots_[k])) grads[slots_[k]] = gw.narrow(0, offsets_[k], w).clone();
-        if (biases_[k] && want(slots_[k] + 1)) grads[slots_[k] + 1] = gb.narrow(0, offsets_[k], w).clone();
+        const auto part = [&](const Tensor<T>& t) {
+          return K == 1 ? t : t.narrow(0, offsets_[k], w).clone();
+        };
+        if (want(slots_[k])) grads[slots_[k]] = part(gw);
+        if (biases_[k] && want(slots_[k] + 1)) grads[slots_[k] + 1] = part(gb);
       }
     }
     if (ln_grads) {
@@ -743,9 +665,7 @@ class LayerNormLinearsFn : public Function<T> {
       if (want(0)) grads[0] = h;  // the LayerNorm backward runs in place
       if (want(1)) grads[1] = Tensor<T>::empty(ln_.w.shape());
       if (ln_bias_ && want(2)) grads[2] = Tensor<T>::empty(ln_.b.shape());
-      const auto data = [&grads](std::size_t i) {
-        return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
-      };
+      const auto data = [&grads](std::size_t i) { return detail::data_or_null(grads, i); };
       detail::layer_norm_backward(x.data(), ln_.w.data(), ln_.mean.data(), ln_.rstd.data(), h.data(), m, c,
                                   data(0), data(1), ln_bias_ ? data(2) : nullptr);
     }
@@ -886,9 +806,7 @@ class MlpFn : public Function<T> {
     const std::int64_t hid = w1.size(0), c = w1.size(1), out = w2.size(0), m = detail::rows_of(x);
     std::vector<Tensor<T>> grads(this->inputs.size());
     const auto want = [&](std::size_t i) { return i != kNone && this->needs_input_grad(i); };
-    const auto data = [&grads](std::size_t i) {
-      return i < grads.size() && grads[i].defined() ? grads[i].data() : nullptr;
-    };
+    const auto data = [&grads](std::size_t i) { return detail::data_or_null(grads, i); };
     const bool sep_r = res_ && ln_kind_ == 0;
     if (sep_r && want(0)) grads[0] = g[0];
     const Tensor<T> gy = detail::dropout_grad(draw_, keep_, g[0].contiguous());
@@ -1346,18 +1264,12 @@ std::vector<Var<T>> layer_norm_linears(const Var<T>& x, const Var<T>& ln_w, cons
   }
   return apply<LayerNormLinearsFn<T>, T>(in, eps, ln_b.defined(), biases);
 }
-// linear(layer_norm(x, ln_w, ln_b), w, b) as one op (LayerNormLinearFn): keeps x, not the LayerNorm output.
+// linear(layer_norm(x, ln_w, ln_b), w, b) as one op (LayerNormLinearsFn with one linear): keeps x, not the
+// LayerNorm output.
 template <typename T>
 Var<T> layer_norm_linear(const Var<T>& x, const Var<T>& ln_w, const Var<T>& ln_b, const Var<T>& w,
                          const Var<T>& b = {}, double eps = 1e-5) {
-  std::vector<Var<T>> in;
-  in.reserve(5);
-  const Var<T>* all[] = {&x, &ln_w, &ln_b, &w, &b};
-  const bool optional[] = {false, false, true, false, true};  // left out when undefined
-  for (int i = 0; i < 5; ++i) {
-    if (!optional[i] || all[i]->defined()) in.push_back(*all[i]);
-  }
-  return apply<LayerNormLinearFn<T>, T>(in, eps, ln_b.defined(), b.defined())[0];
+  return layer_norm_linears(x, ln_w, ln_b, {{w, b}}, eps)[0];
 }
 // r + dropout(x W^T + b) as one op (ResidualLinearFn).
 template <typename T>

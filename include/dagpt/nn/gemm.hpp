@@ -191,34 +191,20 @@ template <typename T>
 void gemm_acc(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c,
               std::int64_t ldc, bool set = false, const T* bias = nullptr) {
   if (m <= 0 || n <= 0) return;
-  if (set) {
-    if (k <= 0) {
-      for (std::int64_t i = 0; i < m; ++i) {
-        for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias != nullptr ? bias[j] : T(0);
-      }
+#ifdef DAGPT_NN_AVX2_GEMM
+  if constexpr (std::is_same_v<T, float>) {
+    if (n >= gemm_avx2::NR / 2 && k > 0) {  // narrow products (the head's 4 and 8 outputs) go to Eigen
+      gemm_avx2::gemm(m, n, k, a, b, c, ldc, set, bias);
       return;
     }
-#ifdef DAGPT_NN_AVX2_GEMM
-    if constexpr (std::is_same_v<T, float>) {
-      if (n >= gemm_avx2::NR / 2) {
-        gemm_avx2::gemm(m, n, k, a, b, c, ldc, true, bias);
-        return;
-      }
-    }
+  }
 #endif
+  if (set) {
     for (std::int64_t i = 0; i < m; ++i) {
       for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias != nullptr ? bias[j] : T(0);
     }
   }
   if (k <= 0) return;
-#ifdef DAGPT_NN_AVX2_GEMM
-  if constexpr (std::is_same_v<T, float>) {
-    if (n >= gemm_avx2::NR / 2) {  // narrow products (the head's 4 and 8 outputs) go to Eigen
-      gemm_avx2::gemm(m, n, k, a, b, c, ldc);
-      return;
-    }
-  }
-#endif
   gemm_eigen(m, n, k, a, b, c, ldc);
 }
 
