@@ -68,16 +68,12 @@ class Node {
   virtual std::string name() const = 0;
 
   bool needs_input_grad(std::size_t i) const { return i < needs_.size() && needs_[i]; }
-  // True inside backward() when the graph is retained (backward may run again): what was saved must
-  // stay as it is. Otherwise backward() may reuse its saved buffers for its results.
-  bool graph_retained() const { return retaining; }
 
   // Set up by the engine when the node enters the graph.
   std::vector<std::shared_ptr<VarImpl<T>>> inputs;
   std::vector<Shape> output_shapes;
   std::vector<bool> needs_;
   bool released = false;
-  bool retaining = false;
 };
 
 template <typename T>
@@ -296,7 +292,6 @@ void Var<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
     for (std::size_t i = 0; i < gout.size(); ++i) {
       if (!gout[i].defined()) gout[i] = Tensor<T>::zeros(node->output_shapes[i]);
     }
-    node->retaining = retain_graph;
     std::vector<Tensor<T>> gin = node->backward(gout);
     if (gin.size() != node->inputs.size()) {
       detail::raise<AutogradError>("backward of {} returned {} gradients for {} inputs", node->name(),

@@ -100,7 +100,6 @@ DAGPT_DAG_OP(vi, std::int64_t, +)
 DAGPT_DAG_OP(vi, std::int64_t, -)
 DAGPT_DAG_OP(vi, std::int64_t, &)
 DAGPT_DAG_OP(vi, std::int64_t, |)
-DAGPT_DAG_OP(vi, std::int64_t, ^)
 #undef DAGPT_DAG_OP
 DAGPT_DAG_INLINE vd operator-(vd x) { return {-x.a, -x.b}; }
 DAGPT_DAG_INLINE vi operator~(vi x) { return {~x.a, ~x.b}; }
@@ -796,10 +795,6 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   return S[n - 1] * M[n - 1];
 }
 
-// Each node's gradient is gathered per use as three sums, and turned into dM, dS once (when the backward
-// pass reaches the step that made the node, all its uses are done; initial slots at the end): DX through
-// its linear use X = S*M, DL through its log L, DW through the sign factors w = 2*S*|o| + 1 (dS = 2*DW +
-// ...).
 template <typename T>
 void reference_backward(int d, int n_init, const Rows<const T>& in, const double* ws, vd gout,
                         const Rows<T>& out, bool stream) {
@@ -809,37 +804,29 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   vd M[kMaxNodes];
   vd S[kMaxNodes];
   vd L[kMaxNodes];
-  vd S2[kMaxNodes];   // 2*S
-  vd XmL[kMaxNodes];  // S*M - L (mixed = L + g * XmL)
-  vd DX[kMaxNodes];
-  vd DL[kMaxNodes];
-  vd DW[kMaxNodes];
+  vd X[kMaxNodes];
+  vd inv_M[kMaxNodes];  // 1/M where M >= 1e-12 (where the log is not clamped), else 0
   for (int j = 0; j < n; ++j) {
     M[j] = vload(ws + j * kLanes);
     S[j] = vload(ws + (n + j) * kLanes);
     L[j] = vload(ws + (2 * n + j) * kLanes);
-    S2[j] = S[j] + S[j];
-    XmL[j] = S[j] * M[j] - L[j];
-    DX[j] = DL[j] = DW[j] = splat(0);
-  }
-  // dM, dS of node j from its sums: L = log(max(M, 1e-12)) passes 1/M where M >= 1e-12
-  const auto node_grads = [&](int j, vd& dM, vd& dS) {
+    X[j] = S[j] * M[j];
     const vi live = le(splat(1e-12), M[j]);
-    dM = DX[j] * S[j] + as_d(as_i(DL[j] / sel(live, M[j], splat(1))) & live);
-    dS = 2.0 * DW[j] + DX[j] * M[j];
-  };
+    inv_M[j] = sel(live, 1.0 / sel(live, M[j], splat(1)), splat(0));
+  }
+  vd dM[kMaxNodes];
+  vd dS[kMaxNodes];
   vd orow[kMaxNodes];
-  vd absO[kMaxNodes];
   vd grow[kMaxNodes];
   vd dgate[kMaxDepth];
   vd w[kMaxNodes];
   vd suffix[kMaxNodes + 1];
-  vd dSn = gout * M[n - 1];
-  vd dMn = gout * S[n - 1];
+  for (int j = 0; j < n; ++j) dM[j] = dS[j] = splat(0);
+  dS[n - 1] = gout * M[n - 1];
+  dM[n - 1] = gout * S[n - 1];
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    if (st < d - 1) node_grads(na, dMn, dSn);
     const double* sp = ws + (3 * n + 4 * st) * kLanes;
     const vd R = vload(sp);
     const vd slin = vload(sp + kLanes);
@@ -847,47 +834,39 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     const vd emag = vload(sp + 3 * kLanes);
     const vd g = gates[st];
     const vd g1 = 1.0 - g;
+    const vd dSn = dS[na];
+    const vd dMn = dM[na];
     vd dg = dSn * (slin - slog) + dMn * (vabs(R) - emag);
+    const vd dslin = dSn * g;
+    const vd dslog = dSn * g1;
     vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
-    dR += dSn * g * (1.0 - slin * slin) / 1e-4;
-    const vd dP = dSn * g1 * (1.0 - slog * slog) / 1e-4;
+    dR += dslin * (1.0 - slin * slin) / 1e-4;
+    const vd dP = dslog * (1.0 - slog * slog) / 1e-4;
     suffix[na] = splat(1);
     load_row(in.o, base, na, n, orow);
     for (int j = na - 1; j >= 0; --j) {
-      absO[j] = vabs(orow[j]);
-      w[j] = S2[j] * absO[j] + 1.0;
+      w[j] = 2.0 * S[j] * vabs(orow[j]) + 1.0;
       suffix[j] = suffix[j + 1] * w[j];
     }
-    const vd dRg = dR * g;
-    const vd dRg1 = dR * g1;
-    const vd sign_bit = splat(-0.0);
-    vd prefix = dP;  // dP times the factors before j
-    vd sx = splat(0);
+    vd prefix = splat(1);
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
-      const vd dw = prefix * suffix[j + 1];
-      // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
-      const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & as_i(sign_bit))) & ~eq(o, splat(0)));
-      grow[j] = dR * L[j] + dRg * XmL[j] + t;  // dR * mixed + dw * dw/do
-      DX[j] += o * dRg;
-      DL[j] += o * dRg1;
-      DW[j] += dw * absO[j];
-      sx += o * XmL[j];
+      const vd mixed = L[j] * g1 + X[j] * g;
+      const vd dw = dP * prefix * suffix[j + 1];
+      grow[j] = dR * mixed + dw * 2.0 * S[j] * vsign(o);
+      const vd dmixed = dR * o;
+      dg += dmixed * (X[j] - L[j]);
+      const vd dX = dmixed * g;
+      const vd dL = dmixed * g1;
+      dS[j] += dw * 2.0 * vabs(o) + dX * M[j];
+      dM[j] += dX * S[j] + dL * inv_M[j];
       prefix *= w[j];
     }
-    dgate[st] = dg + dR * sx;
     for (int j = na; j < n; ++j) grow[j] = splat(0);
     store_row(out.o, base, n, grow, stream);
+    dgate[st] = dg;
   }
-  vd dM[kMaxNodes];
-  vd dS[kMaxNodes];
-  for (int j = 0; j < n; ++j) {
-    if (j < n_init) {
-      node_grads(j, dM[j], dS[j]);
-    } else {
-      dM[j] = dS[j] = splat(0);
-    }
-  }
+  for (int j = n_init; j < n; ++j) dM[j] = dS[j] = splat(0);
   store_row(out.vmag, 0, n, dM, stream);
   store_row(out.vsign, 0, n, dS, stream);
   store_row(out.g, 0, d, dgate, stream);
@@ -909,65 +888,26 @@ void check_size(const DagPlan<T>& p, const char* op) {
   }
 }
 
-// Runs contiguous plans. With `grad` (buffers shaped like the inputs; a null pointer where a gradient
-// is not wanted) it also writes the gradient of each plan's value with respect to its inputs: each
-// block's backward pass runs right after its forward pass, on a workspace that is still in L1 and inputs
-// still in cache, so that no workspace goes through memory and the inputs are read once.
+// Runs contiguous plans; ws (blocks(count) * kLanes * workspace_per_dag doubles) receives what the
+// backward pass needs, when not null.
 template <typename T>
-struct GradRows {
-  T* vmag = nullptr;
-  T* vsign = nullptr;
-  T* o = nullptr;
-  T* g = nullptr;
-};
-template <typename T>
-void forward_all(const DagPlan<T>& p, Semantics sem, T* out, const GradRows<T>* grad) {
+void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const int d = p.depth();
   const int n = p.nodes();
   const std::int64_t count = p.count();
   const std::int64_t wb = static_cast<std::int64_t>(workspace_per_dag(sem, d, n)) * kLanes;
-  // Large gradients bypass the cache (written once, read once by the backward pass's scaling).
-  const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= kStreamBytes;
-  parallel_for(
-      blocks(count), count * d * n * (grad != nullptr ? 24 : 8), [&](std::int64_t b, std::int64_t e) {
-        std::vector<double> ws(grad != nullptr ? static_cast<std::size_t>(wb) : 0);
-        for (std::int64_t k = b; k < e; ++k) {
-          if (k + 1 < e) prefetch_inputs(p, (k + 1) * kLanes, count, d, n);
-          const std::int64_t i = k * kLanes;
-          const auto in =
-              rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), i, count, d, n);
-          double* w = grad != nullptr ? ws.data() : nullptr;
-          const vd v =
-              sem == Semantics::exact ? exact_forward(d, n - d, in, w) : reference_forward(d, n - d, in, w);
-          for (int l = 0; l < kLanes && i + l < count; ++l) out[i + l] = static_cast<T>(lane(v, l));
-          if (grad != nullptr) {
-            const auto gr = rows_at<T>(grad->vmag, grad->vsign, grad->o, grad->g, i, count, d, n);
-            if (sem == Semantics::exact) {
-              exact_backward(d, n - d, in, w, splat(1), gr, stream);
-            } else {
-              reference_backward(d, n - d, in, w, splat(1), gr, stream);
-            }
-          }
-        }
-        if (grad != nullptr && stream) stream_fence();
-      });
-}
-
-// dst[i, :] = src[i, :] * s[i] for rows of `len` (dst may be src); a zero s gives a zero row (an
-// infinite gradient entry times a zero output gradient is 0 here, not NaN).
-template <typename T>
-void scale_rows(const T* src, T* dst, std::int64_t b, std::int64_t e, std::int64_t len, const T* s) {
-  for (std::int64_t i = b; i < e; ++i) {
-    const T f = s[i];
-    const T* x = src + i * len;
-    T* y = dst + i * len;
-    if (f == T(0)) {
-      std::fill(y, y + len, T(0));
-    } else {
-#pragma omp simd
-      for (std::int64_t k = 0; k < len; ++k) y[k] = x[k] * f;
+  parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t k = b; k < e; ++k) {
+      if (k + 1 < e) prefetch_inputs(p, (k + 1) * kLanes, count, d, n);
+      const auto in =
+          rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), k * kLanes, count, d, n);
+      double* w = ws != nullptr ? ws + k * wb : nullptr;
+      const vd v =
+          sem == Semantics::exact ? exact_forward(d, n - d, in, w) : reference_forward(d, n - d, in, w);
+      for (int l = 0; l < kLanes && k * kLanes + l < count; ++l)
+        out[k * kLanes + l] = static_cast<T>(lane(v, l));
     }
-  }
+  });
 }
 
 }  // namespace detail
@@ -980,14 +920,11 @@ Tensor<T> execute_values(const DagPlan<T>& plan_in, Semantics sem = Semantics::e
                      plan_in.G.contiguous()};
   detail::check_size(p, "execute");
   Tensor<T> out = Tensor<T>::empty(p.batch_shape());
-  detail::forward_all<T>(p, sem, out.data(), nullptr);
+  detail::forward_all(p, sem, out.data(), nullptr);
   return out;
 }
 
-// The executor as an autograd Function: inputs (V_mag, V_sign, O, G), output the values [batch]. The
-// output of each plan is one number, so its forward pass also computes the gradient of that number
-// with respect to the plan (gradient rows, kept), and the backward pass only scales each plan's rows by
-// its output gradient (in place unless the graph is retained).
+// The executor as an autograd Function: inputs (V_mag, V_sign, O, G), output the values [batch].
 template <typename T>
 class Executor : public Function<T> {
  public:
@@ -996,41 +933,56 @@ class Executor : public Function<T> {
   std::vector<Tensor<T>> forward(const std::vector<Tensor<T>>& in) override {
     DagPlan<T> p{in[0].contiguous(), in[1].contiguous(), in[2].contiguous(), in[3].contiguous()};
     detail::check_size(p, "execute");
-    detail::GradRows<T> rows;
-    T** ptr[4] = {&rows.vmag, &rows.vsign, &rows.o, &rows.g};
     bool any = false;
-    for (std::size_t k = 0; k < 4; ++k) {
-      if (this->needs_input_grad(k)) {
-        jac_[k] = Tensor<T>::empty(in[k].shape());
-        *ptr[k] = jac_[k].data();
-        any = true;
-      }
+    for (std::size_t k = 0; k < 4; ++k) any = any || this->needs_input_grad(k);
+    if (any) {
+      workspace_ = Tensor<double>::empty({detail::blocks(p.count()) * detail::kLanes *
+                                          detail::workspace_per_dag(sem_, p.depth(), p.nodes())});
     }
     Tensor<T> out = Tensor<T>::empty(p.batch_shape());
-    detail::forward_all(p, sem_, out.data(), any ? &rows : nullptr);
+    detail::forward_all(p, sem_, out.data(), any ? workspace_.data() : nullptr);
+    if (any) this->save_for_backward({p.V_mag, p.V_sign, p.O, p.G});
     return {out};
   }
 
   std::vector<Tensor<T>> backward(const std::vector<Tensor<T>>& grad) override {
+    const auto& s = this->saved();
+    const DagPlan<T> p{s[0], s[1], s[2], s[3]};
+    const int d = p.depth();
+    const int n = p.nodes();
     const Tensor<T> g = grad[0].contiguous();
-    const std::int64_t count = g.numel();
-    const bool in_place = !this->graph_retained();
-    std::vector<Tensor<T>> out(4);
-    std::int64_t len[4] = {};
+    std::vector<Tensor<T>> out(4);  // every entry is written (zero where no gradient flows)
     for (std::size_t k = 0; k < 4; ++k) {
-      if (!jac_[k].defined()) continue;
-      out[k] = in_place ? jac_[k] : Tensor<T>::empty(jac_[k].shape());
-      len[k] = count > 0 ? jac_[k].numel() / count : 0;
+      if (this->needs_input_grad(k)) out[k] = Tensor<T>::empty(s[k].shape());
     }
+    auto ptr = [&out](std::size_t k) { return out[k].defined() ? out[k].data() : nullptr; };
+    const std::int64_t count = p.count();
+    const std::int64_t wb = static_cast<std::int64_t>(detail::workspace_per_dag(sem_, d, n)) * detail::kLanes;
     const T* gp = g.data();
-    std::int64_t row = 0;
-    for (std::int64_t l : len) row += l;
-    parallel_for(count, count * row * 2, [&](std::int64_t b, std::int64_t e) {
-      for (std::size_t k = 0; k < 4; ++k) {
-        if (out[k].defined()) detail::scale_rows(jac_[k].data(), out[k].data(), b, e, len[k], gp);
+    // Large gradients bypass the cache (they are written once and read by the next step's optimizer).
+    const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= detail::kStreamBytes;
+    parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t k = b; k < e; ++k) {
+        const std::int64_t i = k * detail::kLanes;
+        if (k + 1 < e) {
+          detail::prefetch_inputs(p, i + detail::kLanes, count, d, n);
+          detail::prefetch(workspace_.data() + (k + 1) * wb, wb);
+        }
+        const auto in =
+            detail::rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), i, count, d, n);
+        const auto gr = detail::rows_at<T>(ptr(0), ptr(1), ptr(2), ptr(3), i, count, d, n);
+        detail::vd go = detail::splat(0);
+        for (int l = 0; l < detail::kLanes; ++l)
+          detail::set_lane(go, l, static_cast<double>(gp[std::min(i + l, count - 1)]));
+        const double* w = workspace_.data() + k * wb;
+        if (sem_ == Semantics::exact) {
+          detail::exact_backward(d, n - d, in, w, go, gr, stream);
+        } else {
+          detail::reference_backward(d, n - d, in, w, go, gr, stream);
+        }
       }
+      detail::stream_fence();
     });
-    if (in_place) release();
     return out;
   }
 
@@ -1039,12 +991,12 @@ class Executor : public Function<T> {
   }
   void release() override {
     Function<T>::release();
-    for (auto& t : jac_) t = Tensor<T>();
+    workspace_ = Tensor<double>();
   }
 
  private:
   Semantics sem_;
-  Tensor<T> jac_[4];  // d value / d input per plan, written by forward (undefined where not needed)
+  Tensor<double> workspace_;  // per-block values saved by forward for backward (detail::forward_all)
 };
 
 // The differentiable value of every plan: V_mag, V_sign [..., N], O [..., d, N], G [..., d] -> [...].
