@@ -100,6 +100,7 @@ DAGPT_DAG_OP(vi, std::int64_t, +)
 DAGPT_DAG_OP(vi, std::int64_t, -)
 DAGPT_DAG_OP(vi, std::int64_t, &)
 DAGPT_DAG_OP(vi, std::int64_t, |)
+DAGPT_DAG_OP(vi, std::int64_t, ^)
 #undef DAGPT_DAG_OP
 DAGPT_DAG_INLINE vd operator-(vd x) { return {-x.a, -x.b}; }
 DAGPT_DAG_INLINE vi operator~(vi x) { return {~x.a, ~x.b}; }
@@ -247,13 +248,15 @@ DAGPT_DAG_INLINE vd vtanh_sat(vd x) {
   const vi sat = le(splat(20), a);
   const vd sign = as_d(as_i(x) & splati(INT64_MIN));
   vd r = splat(1);
-  if (!all(sat)) {
-    const vd u = -2.0 * vmin(a, splat(0.17));
-    const vd c = exp_c(u);
-    const vd em = u + (u * c) / (2.0 - c);  // expm1(u)
-    const vd small = vabs(em / (2.0 + em));
-    const vd large = 1.0 - 2.0 / (vexp_core(2.0 * vmin(a, splat(20))) + 1.0);
-    r = sel(sat, r, sel(lt(a, splat(0.17)), small, large));
+  if (!all(sat)) {  // each formula only where some lane needs it
+    const vi tiny = lt(a, splat(0.17));
+    if (any(~sat & ~tiny)) r = sel(sat, r, 1.0 - 2.0 / (vexp_core(2.0 * vmin(a, splat(20))) + 1.0));
+    if (any(tiny)) {
+      const vd u = -2.0 * vmin(a, splat(0.17));
+      const vd c = exp_c(u);
+      const vd em = u + (u * c) / (2.0 - c);  // expm1(u)
+      r = sel(tiny, vabs(em / (2.0 + em)), r);
+    }
   }
   return as_d(as_i(r) | as_i(sign));
 }
@@ -278,6 +281,11 @@ DAGPT_DAG_INLINE bool over2(const vd* o, int na) {
   for (int j = 0; j < na; ++j) mx = vmax(mx, vabs(o[j]));
   return any(lt(splat(2), mx));
 }
+DAGPT_DAG_INLINE bool over2(const double* o, int na) {  // na entries of kLanes doubles
+  vd mx = splat(0);
+  for (int j = 0; j < na; ++j) mx = vmax(mx, vabs(vload(o + j * kLanes)));
+  return any(lt(splat(2), mx));
+}
 // The triangle wave of period 2 on |o| (the parity weight) and its derivative in o.
 DAGPT_DAG_INLINE vd vparity_weight(vd o, bool reduce) {
   const vd a = vperiod2(o, reduce);
@@ -300,15 +308,22 @@ struct Rows {
   P* g[kLanes];
 };
 template <typename P>
-Rows<P> rows_at(P* vmag, P* vsign, P* o, P* g, std::int64_t b, std::int64_t count, int d, int n) {
-  Rows<P> r{};
-  for (int l = 0; l < kLanes; ++l) {
-    const std::int64_t i = std::min<std::int64_t>(b + l, count - 1);
-    r.vmag[l] = vmag ? vmag + i * n : nullptr;
-    r.vsign[l] = vsign ? vsign + i * n : nullptr;
-    r.o[l] = o ? o + i * d * n : nullptr;
-    r.g[l] = g ? g + i * d : nullptr;
+DAGPT_DAG_INLINE void lane_rows(P** r, P* base, std::int64_t b, std::int64_t count, std::int64_t len) {
+  if (base == nullptr) {
+    for (int l = 0; l < kLanes; ++l) r[l] = nullptr;
+  } else if (b + kLanes <= count) {
+    for (int l = 0; l < kLanes; ++l) r[l] = base + (b + l) * len;
+  } else {
+    for (int l = 0; l < kLanes; ++l) r[l] = base + std::min<std::int64_t>(b + l, count - 1) * len;
   }
+}
+template <typename P>
+Rows<P> rows_at(P* vmag, P* vsign, P* o, P* g, std::int64_t b, std::int64_t count, int d, int n) {
+  Rows<P> r;
+  lane_rows(r.vmag, vmag, b, count, n);
+  lane_rows(r.vsign, vsign, b, count, n);
+  lane_rows(r.o, o, b, count, static_cast<std::int64_t>(d) * n);
+  lane_rows(r.g, g, b, count, d);
   return r;
 }
 template <typename T>
@@ -331,15 +346,22 @@ template <typename T>
 DAGPT_DAG_INLINE void prefetch(const T* p, std::int64_t count) {
   const char* c = reinterpret_cast<const char*>(p);
   const std::int64_t bytes = count * static_cast<std::int64_t>(sizeof(T));
-  for (std::int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b);
+  std::int64_t b = 0;
+  for (; b + 256 <= bytes; b += 256) {  // four lines per turn: the loop is most of the cost
+    __builtin_prefetch(c + b);
+    __builtin_prefetch(c + b + 64);
+    __builtin_prefetch(c + b + 128);
+    __builtin_prefetch(c + b + 192);
+  }
+  for (; b < bytes; b += 64) __builtin_prefetch(c + b);
 }
 // The inputs of the DAGs [first, first + kLanes) clipped to the batch.
 template <typename T>
 DAGPT_DAG_INLINE void prefetch_inputs(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d,
-                                      int n) {
+                                      int n, bool with_o = true) {
   if (first >= count) return;
   const std::int64_t k = std::min<std::int64_t>(kLanes, count - first);
-  prefetch(p.O.data() + first * d * n, k * d * n);
+  if (with_o) prefetch(p.O.data() + first * d * n, k * d * n);
   prefetch(p.V_mag.data() + first * n, k * n);
   prefetch(p.V_sign.data() + first * n, k * n);
   prefetch(p.G.data() + first * d, k * d);
@@ -382,9 +404,11 @@ DAGPT_DAG_INLINE void store4(double* const* q, std::int64_t at, vn a, vn b, vn c
   for (int l = 0; l < 4; ++l) _mm256_storeu_pd(q[l] + at, (__m256d)r[l]);
 }
 #endif
-// out[j] = element base + j of every lane, j < na (rows hold n >= na elements).
+// out[j] = element base + j of every lane, j < na (rows hold n >= na elements); also stored at
+// copy + j * kLanes when `copy` (which may receive up to three entries past na - 1).
 template <typename T>
-DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int n, vd* out) {
+DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int n, vd* out,
+                               double* copy = nullptr) {
   int j = 0;
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, double>) {
@@ -393,13 +417,19 @@ DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int
       vn hi[4];
       load4(p, base + j, lo);
       load4(p + 4, base + j, hi);
-      for (int k = 0; k < 4; ++k) out[j + k] = vd{lo[k], hi[k]};
+      for (int k = 0; k < 4; ++k) {
+        out[j + k] = vd{lo[k], hi[k]};
+        if (copy != nullptr) vstore(copy + (j + k) * kLanes, out[j + k]);
+      }
     }
   }
 #else
   (void)n;
 #endif
-  for (; j < na; ++j) out[j] = ld(p, base + j);
+  for (; j < na; ++j) {
+    out[j] = ld(p, base + j);
+    if (copy != nullptr) vstore(copy + j * kLanes, out[j]);
+  }
 }
 #if defined(__AVX__)
 // Elements [at, at + 8) of rows q[0..3] from eight vectors (a[k], b[k]: elements at + k and at + 4 + k of
@@ -449,6 +479,12 @@ DAGPT_DAG_INLINE void store_row(T* const* p, std::int64_t base, int n, const vd*
   for (; j < n; ++j) put(p, base + j, v[j]);
 }
 
+// Both workspaces end with the block's O rows as lanes (step st's na = n_init + st coefficients at entry
+// transposed_o_at(n_init, st) of that part), written by the forward pass (which transposes them anyway),
+// so that the backward pass reads no O and transposes nothing.
+inline int transposed_o_at(int n_init, int st) { return st * n_init + st * (st - 1) / 2; }
+inline int transposed_o_size(int d, int n_init) { return transposed_o_at(n_init, d) + 3; }  // load_row's copy
+
 // ---- exact semantics ------------------------------------------------------------------------------
 // Double-double numbers (hi + lo, |lo| <= ulp(hi)/2): integral steps carry every node's value this
 // way through the forward pass, so that an encoded plan's result is its exact value up to one final
@@ -484,7 +520,7 @@ inline DD dd_scale(DD x, double o) { return dd_mul(x, DD{o, 0}); }
 
 // What the exact backward pass reads from its forward pass, per DAG: the log magnitude and the value
 // of every node, and the (clamped) product magnitude of every step (kLanes doubles per entry).
-inline int exact_workspace(int d, int n) { return 2 * n + d; }
+inline int exact_workspace(int d, int n) { return 2 * n + d + transposed_o_size(d, n - d); }
 
 // The nodes of one block in the forward pass.
 struct ExactNodes {
@@ -587,7 +623,8 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    load_row(in.o, base, na, n, orow);
+    load_row(in.o, base, na, n, orow,
+             ws != nullptr ? ws + (2 * n + d + transposed_o_at(n_init, st)) * kLanes : nullptr);
     vi integral = splati(-1);
     for (int j = 0; j < na && any(integral); ++j) {  // predictions fail at once
       integral &= small_integer(orow[j]);
@@ -681,7 +718,6 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   vd dv[kMaxNodes];                // through linear use (and the value itself)
   vd dm[kMaxNodes];                // through the log magnitude
   vd ds[kMaxNodes];                // through the log sign (initial slots only)
-  vd orow[kMaxNodes];
   vd grow[kMaxNodes];
   vd dgate[kMaxDepth];
   vd f[kMaxNodes];
@@ -696,10 +732,10 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     vd rl = splat(0);
     vi zero_num = splati(0);
     suffix[na] = splat(1);
-    load_row(in.o, base, na, n, orow);
-    const bool reduce = over2(orow, na);
+    const double* ot = ws + (2 * n + d + transposed_o_at(n_init, st)) * kLanes;  // O's row as lanes
+    const bool reduce = over2(ot, na);
     for (int j = na - 1; j >= 0; --j) {
-      const vd o = orow[j];
+      const vd o = vload(ot + j * kLanes);
       rl += o * vh[j];
       if (zeros) zero_num |= lt(splat(0), o) & eq(m[j], splat(0));
       vparity(o, reduce, pw[j], pwg[j]);
@@ -719,7 +755,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     const vd drlog = as_d(as_i(dval * (1.0 - gate) * sigma * mag) & mag_live);
     vd prefix = splat(1);
     for (int j = 0; j < na; ++j) {
-      const vd o = orow[j];
+      const vd o = vload(ot + j * kLanes);
       const vd df = dsigma * prefix * suffix[j + 1];
       // lm is 0 where m is 0; with o = 0 the parity terms vanish
       grow[j] = drl * vh[j] + drlog * lm[j] + df * (s[j] - 1.0) * pwg[j];
@@ -742,7 +778,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
 }
 
 // ---- reference semantics: one log per node; forward saves M, S, logs and per-step values for backward
-inline int reference_workspace(int d, int n) { return 3 * n + 4 * d; }
+inline int reference_workspace(int d, int n) { return 3 * n + 4 * d + transposed_o_size(d, n - d); }
 
 template <typename T>
 vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
@@ -752,11 +788,15 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   vd M[kMaxNodes];
   vd S[kMaxNodes];
   vd L[kMaxNodes];
+  vd X[kMaxNodes];   // S*M
+  vd S2[kMaxNodes];  // 2*S
   vd orow[kMaxNodes];
   load_row(in.vmag, 0, n_init, n, M);
   load_row(in.vsign, 0, n_init, n, S);
   for (int j = 0; j < n_init; ++j) {
     L[j] = vlog(vmax(M[j], splat(1e-12)));
+    X[j] = S[j] * M[j];
+    S2[j] = S[j] + S[j];
   }
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
@@ -765,11 +805,12 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     const vd g1 = 1.0 - g;
     vd R = splat(0);
     vd P = splat(1);
-    load_row(in.o, base, na, n, orow);
+    load_row(in.o, base, na, n, orow,
+             ws != nullptr ? ws + (3 * n + 4 * d + transposed_o_at(n_init, st)) * kLanes : nullptr);
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
-      R += o * (L[j] * g1 + S[j] * M[j] * g);
-      P *= 2.0 * S[j] * vabs(o) + 1.0;
+      R += o * (L[j] * g1 + X[j] * g);
+      P *= S2[j] * vabs(o) + 1.0;
     }
     const vd slin = vtanh_sat(R / 1e-4);
     const vd slog = vtanh_sat(P / 1e-4);
@@ -777,6 +818,8 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     M[na] = g * vabs(R) + g1 * emag;
     S[na] = g * slin + g1 * slog;
     L[na] = st + 1 < d ? vlog(vmax(M[na], splat(1e-12))) : splat(0);
+    X[na] = S[na] * M[na];
+    S2[na] = S[na] + S[na];
     if (ws != nullptr) {
       double* sp = ws + (3 * n + 4 * st) * kLanes;
       vstore(sp, R);
@@ -795,6 +838,10 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   return S[n - 1] * M[n - 1];
 }
 
+// Each node's gradient is gathered per use as three sums, and turned into dM, dS once (when the backward
+// pass reaches the step that made the node, all its uses are done; initial slots at the end): DX through
+// its linear use X = S*M, DL through its log L, DW through the sign factors w = 2*S*|o| + 1 (dS = 2*DW +
+// ...).
 template <typename T>
 void reference_backward(int d, int n_init, const Rows<const T>& in, const double* ws, vd gout,
                         const Rows<T>& out, bool stream) {
@@ -804,29 +851,38 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   vd M[kMaxNodes];
   vd S[kMaxNodes];
   vd L[kMaxNodes];
-  vd X[kMaxNodes];
-  vd inv_M[kMaxNodes];  // 1/M where M >= 1e-12 (where the log is not clamped), else 0
+  vd S2[kMaxNodes];   // 2*S
+  vd X[kMaxNodes];    // S*M
+  vd XmL[kMaxNodes];  // X - L
+  vd DX[kMaxNodes];
+  vd DL[kMaxNodes];
+  vd DW[kMaxNodes];
   for (int j = 0; j < n; ++j) {
     M[j] = vload(ws + j * kLanes);
     S[j] = vload(ws + (n + j) * kLanes);
     L[j] = vload(ws + (2 * n + j) * kLanes);
+    S2[j] = S[j] + S[j];
     X[j] = S[j] * M[j];
-    const vi live = le(splat(1e-12), M[j]);
-    inv_M[j] = sel(live, 1.0 / sel(live, M[j], splat(1)), splat(0));
+    XmL[j] = X[j] - L[j];
+    DX[j] = DL[j] = DW[j] = splat(0);
   }
-  vd dM[kMaxNodes];
-  vd dS[kMaxNodes];
-  vd orow[kMaxNodes];
+  // dM, dS of node j from its sums: L = log(max(M, 1e-12)) passes 1/M where M >= 1e-12
+  const auto node_grads = [&](int j, vd& dM, vd& dS) {
+    const vi live = le(splat(1e-12), M[j]);
+    dM = DX[j] * S[j] + as_d(as_i(DL[j] / sel(live, M[j], splat(1))) & live);
+    dS = 2.0 * DW[j] + DX[j] * M[j];
+  };
+  vd absO[kMaxNodes];
   vd grow[kMaxNodes];
   vd dgate[kMaxDepth];
   vd w[kMaxNodes];
   vd suffix[kMaxNodes + 1];
-  for (int j = 0; j < n; ++j) dM[j] = dS[j] = splat(0);
-  dS[n - 1] = gout * M[n - 1];
-  dM[n - 1] = gout * S[n - 1];
+  vd dSn = gout * M[n - 1];
+  vd dMn = gout * S[n - 1];
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    if (st < d - 1) node_grads(na, dMn, dSn);
     const double* sp = ws + (3 * n + 4 * st) * kLanes;
     const vd R = vload(sp);
     const vd slin = vload(sp + kLanes);
@@ -834,39 +890,48 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     const vd emag = vload(sp + 3 * kLanes);
     const vd g = gates[st];
     const vd g1 = 1.0 - g;
-    const vd dSn = dS[na];
-    const vd dMn = dM[na];
     vd dg = dSn * (slin - slog) + dMn * (vabs(R) - emag);
-    const vd dslin = dSn * g;
-    const vd dslog = dSn * g1;
     vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
-    dR += dslin * (1.0 - slin * slin) / 1e-4;
-    const vd dP = dslog * (1.0 - slog * slog) / 1e-4;
+    dR += dSn * g * (1.0 - slin * slin) / 1e-4;
+    const vd dP = dSn * g1 * (1.0 - slog * slog) / 1e-4;
     suffix[na] = splat(1);
-    load_row(in.o, base, na, n, orow);
+    const double* ot = ws + (3 * n + 4 * d + transposed_o_at(n_init, st)) * kLanes;  // O's row as lanes
     for (int j = na - 1; j >= 0; --j) {
-      w[j] = 2.0 * S[j] * vabs(orow[j]) + 1.0;
+      absO[j] = vabs(vload(ot + j * kLanes));
+      w[j] = S2[j] * absO[j] + 1.0;
       suffix[j] = suffix[j + 1] * w[j];
     }
-    vd prefix = splat(1);
+    const vd dRg = dR * g;
+    const vd dRg1 = dR * g1;
+    const vd sign_bit = splat(-0.0);
+    vd prefix = dP;  // dP times the factors before j
+    vd sx = splat(0);
     for (int j = 0; j < na; ++j) {
-      const vd o = orow[j];
-      const vd mixed = L[j] * g1 + X[j] * g;
-      const vd dw = dP * prefix * suffix[j + 1];
-      grow[j] = dR * mixed + dw * 2.0 * S[j] * vsign(o);
-      const vd dmixed = dR * o;
-      dg += dmixed * (X[j] - L[j]);
-      const vd dX = dmixed * g;
-      const vd dL = dmixed * g1;
-      dS[j] += dw * 2.0 * vabs(o) + dX * M[j];
-      dM[j] += dX * S[j] + dL * inv_M[j];
+      const vd o = vload(ot + j * kLanes);
+      const vd dw = prefix * suffix[j + 1];
+      // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
+      const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & as_i(sign_bit))) & ~eq(o, splat(0)));
+      // dR * mixed + dw * dw/do, mixed as the forward pass made it (it may cancel: no reassociation)
+      grow[j] = dR * (L[j] * g1 + X[j] * g) + t;
+      DX[j] += o * dRg;
+      DL[j] += o * dRg1;
+      DW[j] += dw * absO[j];
+      sx += o * XmL[j];
       prefix *= w[j];
     }
+    dgate[st] = dg + dR * sx;
     for (int j = na; j < n; ++j) grow[j] = splat(0);
     store_row(out.o, base, n, grow, stream);
-    dgate[st] = dg;
   }
-  for (int j = n_init; j < n; ++j) dM[j] = dS[j] = splat(0);
+  vd dM[kMaxNodes];
+  vd dS[kMaxNodes];
+  for (int j = 0; j < n; ++j) {
+    if (j < n_init) {
+      node_grads(j, dM[j], dS[j]);
+    } else {
+      dM[j] = dS[j] = splat(0);
+    }
+  }
   store_row(out.vmag, 0, n, dM, stream);
   store_row(out.vsign, 0, n, dS, stream);
   store_row(out.g, 0, d, dgate, stream);
@@ -955,7 +1020,10 @@ class Executor : public Function<T> {
     for (std::size_t k = 0; k < 4; ++k) {
       if (this->needs_input_grad(k)) out[k] = Tensor<T>::empty(s[k].shape());
     }
-    auto ptr = [&out](std::size_t k) { return out[k].defined() ? out[k].data() : nullptr; };
+    T* ptr[4];
+    for (std::size_t k = 0; k < 4; ++k) ptr[k] = out[k].defined() ? out[k].data() : nullptr;
+    const T* inputs[4] = {p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data()};
+    const double* ws = workspace_.data();
     const std::int64_t count = p.count();
     const std::int64_t wb = static_cast<std::int64_t>(detail::workspace_per_dag(sem_, d, n)) * detail::kLanes;
     const T* gp = g.data();
@@ -964,17 +1032,16 @@ class Executor : public Function<T> {
     parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
-        if (k + 1 < e) {
-          detail::prefetch_inputs(p, i + detail::kLanes, count, d, n);
-          detail::prefetch(workspace_.data() + (k + 1) * wb, wb);
+        if (k + 1 < e) {  // the workspace holds O (transposed): the backward pass reads no O
+          detail::prefetch_inputs(p, i + detail::kLanes, count, d, n, false);
+          detail::prefetch(ws + (k + 1) * wb, wb);
         }
-        const auto in =
-            detail::rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), i, count, d, n);
-        const auto gr = detail::rows_at<T>(ptr(0), ptr(1), ptr(2), ptr(3), i, count, d, n);
+        const auto in = detail::rows_at<const T>(inputs[0], inputs[1], inputs[2], inputs[3], i, count, d, n);
+        const auto gr = detail::rows_at<T>(ptr[0], ptr[1], ptr[2], ptr[3], i, count, d, n);
         detail::vd go = detail::splat(0);
         for (int l = 0; l < detail::kLanes; ++l)
           detail::set_lane(go, l, static_cast<double>(gp[std::min(i + l, count - 1)]));
-        const double* w = workspace_.data() + k * wb;
+        const double* w = ws + k * wb;
         if (sem_ == Semantics::exact) {
           detail::exact_backward(d, n - d, in, w, go, gr, stream);
         } else {
