@@ -150,6 +150,14 @@ DAGPT_DAG_INLINE bool all(vi m) {
 DAGPT_DAG_INLINE vd vabs(vd x) { return as_d(as_i(x) & splati(INT64_MAX)); }
 DAGPT_DAG_INLINE vd vmin(vd a, vd b) { return sel(lt(b, a), b, a); }  // std::min(a, b)
 DAGPT_DAG_INLINE vd vmax(vd a, vd b) { return sel(lt(a, b), b, a); }  // std::max(a, b)
+// b > a ? b : a in one instruction per half with AVX (a NaN b is ignored, as in vmax(a, b)).
+DAGPT_DAG_INLINE vd vmax_of(vd a, vd b) {
+#if defined(__AVX__)
+  return {(vn)_mm256_max_pd((__m256d)b.a, (__m256d)a.a), (vn)_mm256_max_pd((__m256d)b.b, (__m256d)a.b)};
+#else
+  return vmax(a, b);
+#endif
+}
 DAGPT_DAG_INLINE vd vsign(vd x) {
   return sel(lt(splat(0), x), splat(1), sel(lt(x, splat(0)), splat(-1), splat(0)));
 }
@@ -278,12 +286,12 @@ DAGPT_DAG_INLINE vd vperiod2(vd o, bool reduce) {
 }
 DAGPT_DAG_INLINE bool over2(const vd* o, int na) {
   vd mx = splat(0);
-  for (int j = 0; j < na; ++j) mx = vmax(mx, vabs(o[j]));
+  for (int j = 0; j < na; ++j) mx = vmax_of(mx, vabs(o[j]));
   return any(lt(splat(2), mx));
 }
 DAGPT_DAG_INLINE bool over2(const double* o, int na) {  // na entries of kLanes doubles
   vd mx = splat(0);
-  for (int j = 0; j < na; ++j) mx = vmax(mx, vabs(vload(o + j * kLanes)));
+  for (int j = 0; j < na; ++j) mx = vmax_of(mx, vabs(vload(o + j * kLanes)));
   return any(lt(splat(2), mx));
 }
 // The triangle wave of period 2 on |o| (the parity weight) and its derivative in o.
@@ -294,9 +302,10 @@ DAGPT_DAG_INLINE vd vparity_weight(vd o, bool reduce) {
 DAGPT_DAG_INLINE void vparity(vd o, bool reduce, vd& weight, vd& grad) {
   const vd a = vperiod2(o, reduce);
   const vi rising = le(a, splat(1));
-  const vd s = vsign(o);
   weight = sel(rising, a, 2.0 - a);
-  grad = sel(rising, s, -s);
+  // sign(o) rising, -sign(o) falling, 0 at o = 0: the bits of +-1 with o's sign, flipped where falling
+  const vi sign_bit = splati(INT64_MIN);
+  grad = as_d((((as_i(o) & sign_bit) ^ (~rising & sign_bit)) | as_i(splat(1))) & ~eq(o, splat(0)));
 }
 
 // A block of kLanes DAGs: row pointers per lane; lanes past the batch point at its last DAG.
@@ -700,6 +709,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   vd m[kMaxNodes];
   vd s[kMaxNodes];
   vd inv_m[kMaxNodes];
+  vd sm1[kMaxNodes];  // s - 1
   load_row(in.vmag, 0, n_init, n, m);
   load_row(in.vsign, 0, n_init, n, s);
   for (int j = 0; j < n; ++j) {
@@ -711,12 +721,13 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     }
     const vi pos = lt(splat(0), m[j]);
     inv_m[j] = sel(pos, 1.0 / sel(pos, m[j], splat(1)), splat(0));
+    sm1[j] = s[j] - 1.0;
   }
   vi zero_m = splati(0);
   for (int j = 0; j < n; ++j) zero_m |= eq(m[j], splat(0));
   const bool zeros = any(zero_m);  // some node is exactly 0 (its factor zeroes a product)
   vd dv[kMaxNodes];                // through linear use (and the value itself)
-  vd dm[kMaxNodes];                // through the log magnitude
+  vd dlm[kMaxNodes];               // through the log magnitude (w.r.t. lm: dm = dlm / m)
   vd ds[kMaxNodes];                // through the log sign (initial slots only)
   vd grow[kMaxNodes];
   vd dgate[kMaxDepth];
@@ -724,7 +735,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   vd pw[kMaxNodes];   // parity weight of o
   vd pwg[kMaxNodes];  // its derivative
   vd suffix[kMaxNodes + 1];
-  for (int j = 0; j < n; ++j) dv[j] = dm[j] = ds[j] = splat(0);
+  for (int j = 0; j < n; ++j) dv[j] = dlm[j] = ds[j] = splat(0);
   dv[n - 1] = gout;
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
@@ -739,29 +750,38 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
       rl += o * vh[j];
       if (zeros) zero_num |= lt(splat(0), o) & eq(m[j], splat(0));
       vparity(o, reduce, pw[j], pwg[j]);
-      f[j] = 1.0 + (s[j] - 1.0) * pw[j];
+      f[j] = 1.0 + sm1[j] * pw[j];
       suffix[j] = suffix[j + 1] * f[j];
     }
     const vd sigma = suffix[0];
     const vd mag = vload(ws + (2 * n + st) * kLanes);
     const vd lin = vmin(vmax(rl, splat(-kMagMax)), splat(kMagMax));
     // the total gradient of this step's value: direct uses plus its magnitude's uses
-    const vd dval = dv[na] + dm[na] * s[na];
+    const vd dval = dv[na] + dlm[na] * inv_m[na] * s[na];
     const vd gate = gates[st];
     dgate[st] = dval * (lin - sigma * mag);
     const vd drl = as_d(as_i(dval * gate) & lt(vabs(rl), splat(kMagMax)));
     const vd dsigma = dval * (1.0 - gate) * mag;
     const vi mag_live = ~zero_num & lt(mag, splat(kMagMax));
     const vd drlog = as_d(as_i(dval * (1.0 - gate) * sigma * mag) & mag_live);
-    vd prefix = splat(1);
-    for (int j = 0; j < na; ++j) {
+    vd prefix = dsigma;  // dsigma times the factors before j
+    const int ni = std::min(na, n_init);
+    for (int j = 0; j < ni; ++j) {  // initial slots: their sign's gradient too
       const vd o = vload(ot + j * kLanes);
-      const vd df = dsigma * prefix * suffix[j + 1];
+      const vd df = prefix * suffix[j + 1];
       // lm is 0 where m is 0; with o = 0 the parity terms vanish
-      grow[j] = drl * vh[j] + drlog * lm[j] + df * (s[j] - 1.0) * pwg[j];
+      grow[j] = drl * vh[j] + drlog * lm[j] + df * sm1[j] * pwg[j];
       dv[j] += drl * o;
       ds[j] += df * pw[j];
-      dm[j] += drlog * o * inv_m[j];
+      dlm[j] += drlog * o;
+      prefix *= f[j];
+    }
+    for (int j = ni; j < na; ++j) {
+      const vd o = vload(ot + j * kLanes);
+      const vd df = prefix * suffix[j + 1];
+      grow[j] = drl * vh[j] + drlog * lm[j] + df * sm1[j] * pwg[j];
+      dv[j] += drl * o;
+      dlm[j] += drlog * o;
       prefix *= f[j];
     }
     for (int j = na; j < n; ++j) grow[j] = splat(0);
@@ -769,7 +789,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   }
   for (int j = 0; j < n; ++j) {
     // x = S*M; m = M; the sign factor reads S
-    grow[j] = j < n_init ? dv[j] * s[j] + dm[j] : splat(0);
+    grow[j] = j < n_init ? dv[j] * s[j] + dlm[j] * inv_m[j] : splat(0);
     f[j] = j < n_init ? dv[j] * m[j] + ds[j] : splat(0);
   }
   store_row(out.vmag, 0, n, grow, stream);
@@ -857,6 +877,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   vd DX[kMaxNodes];
   vd DL[kMaxNodes];
   vd DW[kMaxNodes];
+  vd s2max = splat(0);  // max |2S| over the nodes
   for (int j = 0; j < n; ++j) {
     M[j] = vload(ws + j * kLanes);
     S[j] = vload(ws + (n + j) * kLanes);
@@ -865,6 +886,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     X[j] = S[j] * M[j];
     XmL[j] = X[j] - L[j];
     DX[j] = DL[j] = DW[j] = splat(0);
+    s2max = vmax(s2max, vabs(S2[j]));
   }
   // dM, dS of node j from its sums: L = log(max(M, 1e-12)) passes 1/M where M >= 1e-12
   const auto node_grads = [&](int j, vd& dM, vd& dS) {
@@ -894,30 +916,49 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
     dR += dSn * g * (1.0 - slin * slin) / 1e-4;
     const vd dP = dSn * g1 * (1.0 - slog * slog) / 1e-4;
-    suffix[na] = splat(1);
     const double* ot = ws + (3 * n + 4 * d + transposed_o_at(n_init, st)) * kLanes;  // O's row as lanes
-    for (int j = na - 1; j >= 0; --j) {
-      absO[j] = vabs(vload(ot + j * kLanes));
-      w[j] = S2[j] * absO[j] + 1.0;
-      suffix[j] = suffix[j + 1] * w[j];
-    }
     const vd dRg = dR * g;
     const vd dRg1 = dR * g1;
-    const vd sign_bit = splat(-0.0);
-    vd prefix = dP;  // dP times the factors before j
     vd sx = splat(0);
-    for (int j = 0; j < na; ++j) {
-      const vd o = vload(ot + j * kLanes);
-      const vd dw = prefix * suffix[j + 1];
-      // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
-      const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & as_i(sign_bit))) & ~eq(o, splat(0)));
-      // dR * mixed + dw * dw/do, mixed as the forward pass made it (it may cancel: no reassociation)
-      grow[j] = dR * (L[j] * g1 + X[j] * g) + t;
-      DX[j] += o * dRg;
-      DL[j] += o * dRg1;
-      DW[j] += dw * absO[j];
-      sx += o * XmL[j];
-      prefix *= w[j];
+    // Where every lane's log sign is saturated (tanh exactly +-1, so dP == 0), the sign factors w pass no
+    // gradient and are skipped, when that is exact: when no partial product of the w can be infinite
+    // (0 * inf would be NaN), which |w - 1| = |2 S o| <= 2^15 guarantees for up to 64 factors.
+    bool sign_terms = any(~eq(dP, splat(0)));
+    if (!sign_terms) {
+      vd omax = splat(0);
+      for (int j = 0; j < na; ++j) omax = vmax_of(omax, vabs(vload(ot + j * kLanes)));
+      sign_terms = !all(le(s2max * omax, splat(32768.0)));  // NaN: not le
+    }
+    if (sign_terms) {
+      suffix[na] = splat(1);
+      for (int j = na - 1; j >= 0; --j) {
+        absO[j] = vabs(vload(ot + j * kLanes));
+        w[j] = S2[j] * absO[j] + 1.0;
+        suffix[j] = suffix[j + 1] * w[j];
+      }
+      const vd sign_bit = splat(-0.0);
+      vd prefix = dP;  // dP times the factors before j
+      for (int j = 0; j < na; ++j) {
+        const vd o = vload(ot + j * kLanes);
+        const vd dw = prefix * suffix[j + 1];
+        // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
+        const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & as_i(sign_bit))) & ~eq(o, splat(0)));
+        // dR * mixed + dw * dw/do, mixed as the forward pass made it (it may cancel: no reassociation)
+        grow[j] = dR * (L[j] * g1 + X[j] * g) + t;
+        DX[j] += o * dRg;
+        DL[j] += o * dRg1;
+        DW[j] += dw * absO[j];
+        sx += o * XmL[j];
+        prefix *= w[j];
+      }
+    } else {
+      for (int j = 0; j < na; ++j) {
+        const vd o = vload(ot + j * kLanes);
+        grow[j] = dR * (L[j] * g1 + X[j] * g);
+        DX[j] += o * dRg;
+        DL[j] += o * dRg1;
+        sx += o * XmL[j];
+      }
     }
     dgate[st] = dg + dR * sx;
     for (int j = na; j < n; ++j) grow[j] = splat(0);
