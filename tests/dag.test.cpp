@@ -238,6 +238,53 @@ TEST_CASE("the fused executor equals its composed twin: values and every gradien
   }
 }
 
+// On random plans the reference's log sign tanh(P / 1e-4) is saturated (P is a product of factors near 1),
+// so its gradient is 0 there and the tests above never see it. Here step 0's P = (2 S0 |o0| + 1)(2 S1 |o1|
+// + 1) = 0.1 * 0.0007 = 7e-5 (tanh(0.7)), with o's signs in all four combinations (d w / d o = 2 S sign o).
+TEST_CASE("reference executor: gradients through an unsaturated log sign", "[dag]") {
+  const int d = 2;
+  const int n = 4;
+  const std::vector<double> signs{-1, -1, 1, -1, -1, 1, 1, 1};  // o0, o1 per DAG
+  std::vector<double> vm;
+  std::vector<double> vs;
+  std::vector<double> o;
+  std::vector<double> g;
+  for (int i = 0; i < 4; ++i) {
+    vm.insert(vm.end(), {1.3, 0.7, 0, 0});
+    vs.insert(vs.end(), {-0.5, -0.5, 0, 0});
+    o.insert(o.end(), {signs[2 * i] * 0.9, signs[2 * i + 1] * 0.9993, 0, 0, 0.4, -0.2, 0.3, 0});
+    g.insert(g.end(), {0.3, 0.6});
+  }
+  const std::vector<Tensor<double>> in{Tensor<double>::from(vm, {4, n}), Tensor<double>::from(vs, {4, n}),
+                                       Tensor<double>::from(o, {4, d, n}), Tensor<double>::from(g, {4, d})};
+  std::vector<Var<double>> a;
+  std::vector<Var<double>> b;
+  for (const auto& t : in) {
+    a.emplace_back(t.clone(), true);
+    b.emplace_back(t.clone(), true);
+  }
+  const auto ya = dag::execute(a[0], a[1], a[2], a[3], Semantics::reference);
+  const auto yb = dag::execute_composed(b[0], b[1], b[2], b[3], Semantics::reference);
+  CHECK(max(abs(ya.value() - yb.value())).item() <= 1e-12 * max(abs(yb.value())).item());
+  ya.backward(Tensor<double>::ones({4}));
+  yb.backward(Tensor<double>::ones({4}));
+  for (std::size_t k = 0; k < 4; ++k) {
+    INFO("input " << k);
+    CHECK(max(abs(a[k].grad() - b[k].grad())).item() <= 1e-10 * max(abs(b[k].grad())).item());
+  }
+  // the sign factors' gradient is there and large: d y / d o1 of step 0 differs with o1's sign
+  const auto go = a[2].grad();
+  CHECK(std::abs(go.at({0, 0, 1})) > 1.0);
+  CHECK(go.at({0, 0, 1}) * go.at({2, 0, 1}) < 0);
+  const auto r = grad_check(
+      [](const std::vector<Var<double>>& v) {
+        return dag::execute(v[0], v[1], v[2], v[3], Semantics::reference);
+      },
+      in, {1e-7, 1e-5, 1e-7});
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
 // backward reads the workspace that forward saved: a retained graph must find it intact the second time.
 TEST_CASE("executor backward: a retained graph runs again, a zero output gradient gives zero rows", "[dag]") {
   Generator gen(9, 0);

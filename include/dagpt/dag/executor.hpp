@@ -107,7 +107,7 @@ DAGPT_DAG_INLINE vi operator~(vi x) { return {~x.a, ~x.b}; }
 DAGPT_DAG_INLINE vi operator<<(vi x, int k) { return {x.a << k, x.b << k}; }
 DAGPT_DAG_INLINE vi operator>>(vi x, int k) { return {x.a >> k, x.b >> k}; }
 
-DAGPT_DAG_INLINE vd splat(double x) { return {vn{} + x, vn{} + x}; }
+DAGPT_DAG_INLINE vd splat(double x) { return {vn{} + x, vn{} + x}; }  // +0 + x: splat(-0.0) is +0
 DAGPT_DAG_INLINE vi splati(std::int64_t x) { return {vmn{} + x, vmn{} + x}; }
 DAGPT_DAG_INLINE vd as_d(vi x) { return {(vn)x.a, (vn)x.b}; }  // bit casts
 DAGPT_DAG_INLINE vi as_i(vd x) { return {(vmn)x.a, (vmn)x.b}; }
@@ -936,13 +936,13 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
         w[j] = S2[j] * absO[j] + 1.0;
         suffix[j] = suffix[j + 1] * w[j];
       }
-      const vd sign_bit = splat(-0.0);
+      const vi sign_bit = splati(INT64_MIN);
       vd prefix = dP;  // dP times the factors before j
       for (int j = 0; j < na; ++j) {
         const vd o = vload(ot + j * kLanes);
         const vd dw = prefix * suffix[j + 1];
         // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
-        const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & as_i(sign_bit))) & ~eq(o, splat(0)));
+        const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & sign_bit)) & ~eq(o, splat(0)));
         // dR * mixed + dw * dw/do, mixed as the forward pass made it (it may cancel: no reassociation)
         grow[j] = dR * (L[j] * g1 + X[j] * g) + t;
         DX[j] += o * dRg;
