@@ -269,6 +269,13 @@ DAGPT_DAG_INLINE vd vtanh_sat(vd x) {
   return as_d(as_i(r) | as_i(sign));
 }
 
+// tanh(v / 1e-4) (the reference's sign); where every lane has |v| >= 0.0021 (so |v / 1e-4| > 20) it is
+// +-1 without dividing.
+DAGPT_DAG_INLINE vd vtanh_scaled(vd v) {
+  if (all(le(splat(0.0021), vabs(v)))) return as_d((as_i(v) & splati(INT64_MIN)) | as_i(splat(1)));
+  return vtanh_sat(v / 1e-4);
+}
+
 // |o| reduced to [0, 2] as std::fmod does (exactly). `reduce` is false when no coefficient of the row
 // exceeds 2 in magnitude (over2, checked once per row), the usual case.
 DAGPT_DAG_INLINE vd vperiod2(vd o, bool reduce) {
@@ -832,8 +839,8 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
       R += o * (L[j] * g1 + X[j] * g);
       P *= S2[j] * vabs(o) + 1.0;
     }
-    const vd slin = vtanh_sat(R / 1e-4);
-    const vd slog = vtanh_sat(P / 1e-4);
+    const vd slin = vtanh_scaled(R);
+    const vd slog = vtanh_scaled(P);
     const vd emag = vexp(vmin(R, splat(100)));
     M[na] = g * vabs(R) + g1 * emag;
     S[na] = g * slin + g1 * slog;
