@@ -36,7 +36,11 @@
 // from |x| >= 20 on and is computed on vectors below (a few ulp). A batch that is not a multiple of kLanes
 // fills its last block with copies of its last DAG (computed, and stored again with the same values).
 // Double-double steps run lane by lane. With AVX, rows of O and of the gradients move four doubles at a
-// time (transposed in registers), and gradients of large batches are stored non-temporally.
+// time (transposed in registers), and gradients of large batches are stored non-temporally. The forward
+// pass saves per block the values the backward pass needs and O's rows already transposed to lanes (the
+// backward pass reads no O). The backward pass gathers each node's gradient as sums over its uses and
+// converts them once; in reference mode, a step whose log sign is saturated in every lane (tanh exactly
+// +-1: no gradient through the sign factors) skips those factors' terms.
 #pragma once
 
 #include <algorithm>
