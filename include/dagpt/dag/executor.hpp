@@ -375,15 +375,19 @@ DAGPT_DAG_INLINE void prefetch(const T* p, std::int64_t count) {
   }
   for (; b < bytes; b += 64) __builtin_prefetch(c + b);
 }
-// The inputs of the DAGs [first, first + kLanes) clipped to the batch.
+// The inputs of the DAGs [first, first + kLanes) clipped to the batch: all of them for the forward pass;
+// for the backward pass (which has O in its workspace) G, and V_mag, V_sign in exact mode only.
+enum class Pass { forward, exact_backward, reference_backward };
 template <typename T>
 DAGPT_DAG_INLINE void prefetch_inputs(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d,
-                                      int n, bool with_o = true) {
+                                      int n, Pass pass) {
   if (first >= count) return;
   const std::int64_t k = std::min<std::int64_t>(kLanes, count - first);
-  if (with_o) prefetch(p.O.data() + first * d * n, k * d * n);
-  prefetch(p.V_mag.data() + first * n, k * n);
-  prefetch(p.V_sign.data() + first * n, k * n);
+  if (pass == Pass::forward) prefetch(p.O.data() + first * d * n, k * d * n);
+  if (pass != Pass::reference_backward) {
+    prefetch(p.V_mag.data() + first * n, k * n);
+    prefetch(p.V_sign.data() + first * n, k * n);
+  }
   prefetch(p.G.data() + first * d, k * d);
 }
 
@@ -1015,7 +1019,7 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const std::int64_t wb = static_cast<std::int64_t>(workspace_per_dag(sem, d, n)) * kLanes;
   parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t k = b; k < e; ++k) {
-      if (k + 1 < e) prefetch_inputs(p, (k + 1) * kLanes, count, d, n);
+      if (k + 1 < e) prefetch_inputs(p, (k + 1) * kLanes, count, d, n, Pass::forward);
       const auto in =
           rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), k * kLanes, count, d, n);
       double* w = ws != nullptr ? ws + k * wb : nullptr;
@@ -1085,7 +1089,9 @@ class Executor : public Function<T> {
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
         if (k + 1 < e) {  // the workspace holds O (transposed): the backward pass reads no O
-          detail::prefetch_inputs(p, i + detail::kLanes, count, d, n, false);
+          detail::prefetch_inputs(
+              p, i + detail::kLanes, count, d, n,
+              sem_ == Semantics::exact ? detail::Pass::exact_backward : detail::Pass::reference_backward);
           detail::prefetch(ws + (k + 1) * wb, wb);
         }
         const auto in = detail::rows_at<const T>(inputs[0], inputs[1], inputs[2], inputs[3], i, count, d, n);
