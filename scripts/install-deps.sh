@@ -2,7 +2,8 @@
 # Installs the Debian packages dagpt needs to build, test and benchmark. Idempotent: packages that are
 # already installed are skipped, and the script says what it installs. Run as root (apt-get).
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also the side-by-side peers (PyTorch, OpenBLAS, jemalloc, SymPy)
+#   scripts/install-deps.sh --bench  also the side-by-side peers (PyTorch, OpenBLAS, jemalloc, SymPy) and
+#                                    valgrind (bench/compare/executor_instructions.sh counts instructions)
 set -euo pipefail
 
 # clang + libclang-rt-14-dev + libomp-dev: the asan preset builds with clang++ (sanitizer runtimes, OpenMP).
@@ -10,7 +11,7 @@ set -euo pipefail
 packages=(cmake ninja-build g++ clang libclang-rt-14-dev libomp-dev libeigen3-dev libfmt-dev catch2
           libbenchmark-dev nlohmann-json3-dev libutf8proc-dev libtomlplusplus-dev)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-numpy libopenblas0-pthread libjemalloc2 python3-sympy)
+  packages+=(python3-torch python3-numpy libopenblas0-pthread libjemalloc2 python3-sympy valgrind)
 fi
 
 missing=()
