@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
     }
   }
   if (d < 1 || d > dagpt::dag::kMaxDepth || count < 32 || count % 32 != 0 || repeat < 1) {
-    std::fprintf(stderr, "dagpt_dag_count: need 1 <= depth <= %d, a count that is a multiple of 32, repeat >= 1\n",
+    std::fprintf(stderr,
+                 "dagpt_dag_count: need 1 <= depth <= %d, a count that is a multiple of 32, repeat >= 1\n",
                  dagpt::dag::kMaxDepth);
     return 2;
   }
