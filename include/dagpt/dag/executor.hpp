@@ -780,22 +780,13 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     const vi mag_live = ~zero_num & lt(mag, splat(kMagMax));
     const vd drlog = as_d(as_i(dval * (1.0 - gate) * sigma * mag) & mag_live);
     vd prefix = dsigma;  // dsigma times the factors before j
-    const int ni = std::min(na, n_init);
-    for (int j = 0; j < ni; ++j) {  // initial slots: their sign's gradient too
+    for (int j = 0; j < na; ++j) {
       const vd o = vload(ot + j * kLanes);
       const vd df = prefix * suffix[j + 1];
       // lm is 0 where m is 0; with o = 0 the parity terms vanish
       grow[j] = drl * vh[j] + drlog * lm[j] + df * sm1[j] * pwg[j];
       dv[j] += drl * o;
-      ds[j] += df * pw[j];
-      dlm[j] += drlog * o;
-      prefix *= f[j];
-    }
-    for (int j = ni; j < na; ++j) {
-      const vd o = vload(ot + j * kLanes);
-      const vd df = prefix * suffix[j + 1];
-      grow[j] = drl * vh[j] + drlog * lm[j] + df * sm1[j] * pwg[j];
-      dv[j] += drl * o;
+      if (j < n_init) ds[j] += df * pw[j];  // the sign's gradient: initial slots only
       dlm[j] += drlog * o;
       prefix *= f[j];
     }
