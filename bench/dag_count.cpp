@@ -34,12 +34,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-    if (std::strcmp(a, "--depth") == 0 && v) {
-      d = std::atoi(v);
-      ++i;
-    } else if (std::strcmp(a, "--count") == 0 && v) {
-      count = std::atoll(v);
-      ++i;
+    if (dagbench::size_option(argc, argv, i, d, count)) {
+      continue;
     } else if (std::strcmp(a, "--repeat") == 0 && v) {
       repeat = std::atoi(v);
       ++i;
@@ -55,7 +51,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (d < 1 || d > dagpt::dag::kMaxDepth || count < 32 || count % 32 != 0 || repeat < 1) {
+  if (!dagbench::valid_size(d, count) || d > dagpt::dag::kMaxDepth || repeat < 1) {
     std::fprintf(stderr,
                  "dagpt_dag_count: need 1 <= depth <= %d, a count that is a multiple of 32, repeat >= 1\n",
                  dagpt::dag::kMaxDepth);

@@ -37,12 +37,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-    if (std::strcmp(a, "--depth") == 0 && v) {
-      d = std::atoi(v);
-      ++i;
-    } else if (std::strcmp(a, "--count") == 0 && v) {
-      count = std::atoll(v);
-      ++i;
+    if (dagbench::size_option(argc, argv, i, d, count)) {
+      continue;
     } else if (std::strcmp(a, "--seed") == 0 && v) {
       seed = std::strtoull(v, nullptr, 10);
       ++i;
@@ -55,7 +51,7 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  if (out == nullptr || d < 1 || count < 32 || count % 32 != 0) {
+  if (out == nullptr || !dagbench::valid_size(d, count)) {
     std::fprintf(
         stderr,
         "usage: dagpt_dag_dump OUT.bin [--depth D] [--count C (a multiple of 32)] [--encoded] [--seed S]\n");

@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -26,6 +28,24 @@ inline dagpt::Shape batch_shape(std::int64_t count) {
   if (count % 32 == 0) return {count / 32, 32};
   return {count};
 }
+
+// The bench tools' shared options (dag_dump.cpp, dag_count.cpp): `--depth D` or `--count C` at argv[i], which
+// then moves i past the value; false when argv[i] is neither (or has no value).
+inline bool size_option(int argc, char** argv, int& i, int& d, long long& count) {
+  if (i + 1 >= argc) return false;
+  const char* v = argv[i + 1];
+  if (std::strcmp(argv[i], "--depth") == 0) {
+    d = std::atoi(v);
+  } else if (std::strcmp(argv[i], "--count") == 0) {
+    count = std::atoll(v);
+  } else {
+    return false;
+  }
+  ++i;
+  return true;
+}
+// A size those tools take: depth >= 1 and a count that is a positive multiple of 32 (batch [count/32, 32]).
+inline bool valid_size(int d, long long count) { return d >= 1 && count >= 32 && count % 32 == 0; }
 
 // Uninitialized plans, batch shape batch_shape(count), reference layout (N = 2d).
 inline Plan empty_plan(std::int64_t count, int d) {
