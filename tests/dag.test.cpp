@@ -285,6 +285,72 @@ TEST_CASE("reference executor: gradients through an unsaturated log sign", "[dag
   CHECK(r.ok);
 }
 
+// The sign factors' gradient dP * prod_{k != j} w_k is P / w_j where P is a normal number and the product of
+// the other factors where a factor is exactly 0 (P = 0): lanes of both kinds, and saturated ones, share
+// blocks here; every DAG must get the composed executor's gradient and the one it gets alone.
+TEST_CASE("reference executor: a sign factor of exactly zero beside dividing and saturated lanes", "[dag]") {
+  const int d = 2;
+  const int n = 4;
+  const std::int64_t count = 11;
+  std::vector<double> vm;
+  std::vector<double> vs;
+  std::vector<double> o;
+  std::vector<double> g;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const double sgn = i % 2 == 0 ? 1.0 : -1.0;
+    vm.insert(vm.end(), {1.3, 0.7, 0, 0});
+    if (i % 3 == 0) {  // w_0 = 2 * -0.5 * 1 + 1 = 0: P = 0, tanh(P/1e-4) = 0
+      vs.insert(vs.end(), {-0.5, 0.8, 0, 0});
+      o.insert(o.end(), {sgn * 1.0, 0.6, 0, 0, 0.4, -0.2, 0.3, 0});
+    } else if (i % 3 == 1) {  // P = 0.1 * 7e-4 = 7e-5: tanh(0.7), by division
+      vs.insert(vs.end(), {-0.5, -0.5, 0, 0});
+      o.insert(o.end(), {sgn * 0.9, -0.9993, 0, 0, 0.4, -0.2, 0.3, 0});
+    } else {  // P = 2.44 * 1.96: tanh saturated, dP = 0
+      vs.insert(vs.end(), {0.8, 0.8, 0, 0});
+      o.insert(o.end(), {sgn * 0.9, 0.6, 0, 0, 0.4, -0.2, 0.3, 0});
+    }
+    g.insert(g.end(), {0.3, 0.6});
+  }
+  const std::vector<Tensor<double>> in{
+      Tensor<double>::from(vm, {count, n}), Tensor<double>::from(vs, {count, n}),
+      Tensor<double>::from(o, {count, d, n}), Tensor<double>::from(g, {count, d})};
+  std::vector<Var<double>> a;
+  std::vector<Var<double>> b;
+  for (const auto& t : in) {
+    a.emplace_back(t.clone(), true);
+    b.emplace_back(t.clone(), true);
+  }
+  const auto ya = dag::execute(a[0], a[1], a[2], a[3], Semantics::reference);
+  const auto yb = dag::execute_composed(b[0], b[1], b[2], b[3], Semantics::reference);
+  ya.backward(Tensor<double>::ones({count}));
+  yb.backward(Tensor<double>::ones({count}));
+  for (std::size_t k = 0; k < 4; ++k) {
+    INFO("input " << k);
+    CHECK(max(abs(a[k].grad() - b[k].grad())).item() <= 1e-10 * max(abs(b[k].grad())).item());
+  }
+  const auto go = a[2].grad();
+  // the zero factor's own coefficient gets dP * w_1 * 2S sign(o): large, with o's sign flipping it
+  CHECK(std::abs(go.at({0, 0, 0})) > 50.0);
+  CHECK(go.at({0, 0, 0}) * go.at({3, 0, 0}) < 0);
+  for (std::int64_t i = 0; i < count; ++i) {
+    INFO("DAG " << i);
+    std::vector<Var<double>> c;
+    for (const auto& t : in) c.emplace_back(t.narrow(0, i, 1).clone(), true);
+    dag::execute(c[0], c[1], c[2], c[3], Semantics::reference).backward(Tensor<double>::ones({1}));
+    for (std::size_t k = 0; k < 4; ++k) {
+      INFO("input " << k);
+      CHECK(c[k].grad().to_vector() == a[k].grad().narrow(0, i, 1).to_vector());
+    }
+  }
+  const auto r = grad_check(
+      [](const std::vector<Var<double>>& v) {
+        return dag::execute(v[0], v[1], v[2], v[3], Semantics::reference);
+      },
+      in, {1e-7, 1e-5, 1e-7});
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
 // backward reads the workspace that forward saved: a retained graph must find it intact the second time.
 TEST_CASE("executor backward: a retained graph runs again, a zero output gradient gives zero rows", "[dag]") {
   Generator gen(9, 0);

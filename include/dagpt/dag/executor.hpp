@@ -39,8 +39,10 @@
 // time (transposed in registers), and gradients of large batches are stored non-temporally. The forward
 // pass saves per block the values the backward pass needs and O's rows already transposed to lanes (the
 // backward pass reads no O). The backward pass gathers each node's gradient as sums over its uses and
-// converts them once; in reference mode, a step whose log sign is saturated in every lane (tanh exactly
-// +-1: no gradient through the sign factors) skips those factors' terms.
+// converts them once. In reference mode the sign factors w_j of a step pass dP * P / w_j (one division
+// each, as PyTorch's prod backward; the product of the other factors where P is 0 or subnormal), and none
+// in lanes where tanh(P/1e-4) is saturated (exactly +-1, dP = 0); a step saturated in every lane skips
+// those terms.
 #pragma once
 
 #include <algorithm>
@@ -804,7 +806,14 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
 }
 
 // ---- reference semantics: one log per node; forward saves M, S, logs and per-step values for backward
-inline int reference_workspace(int d, int n) { return 3 * n + 4 * d + transposed_o_size(d, n - d); }
+// Per block: M, S, L of every node; per step R, tanh(R/1e-4), tanh(P/1e-4), exp(min(R, 100)) and P; O.
+inline constexpr int kRefStepValues = 5;
+inline int reference_workspace(int d, int n) {
+  return 3 * n + kRefStepValues * d + transposed_o_size(d, n - d);
+}
+inline int reference_o_at(int d, int n, int st) {
+  return 3 * n + kRefStepValues * d + transposed_o_at(n - d, st);
+}
 
 template <typename T>
 vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
@@ -831,8 +840,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     const vd g1 = 1.0 - g;
     vd R = splat(0);
     vd P = splat(1);
-    load_row(in.o, base, na, n, orow,
-             ws != nullptr ? ws + (3 * n + 4 * d + transposed_o_at(n_init, st)) * kLanes : nullptr);
+    load_row(in.o, base, na, n, orow, ws != nullptr ? ws + reference_o_at(d, n, st) * kLanes : nullptr);
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
       R += o * (L[j] * g1 + X[j] * g);
@@ -847,11 +855,12 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     X[na] = S[na] * M[na];
     S2[na] = S[na] + S[na];
     if (ws != nullptr) {
-      double* sp = ws + (3 * n + 4 * st) * kLanes;
+      double* sp = ws + (3 * n + kRefStepValues * st) * kLanes;
       vstore(sp, R);
       vstore(sp + kLanes, slin);
       vstore(sp + 2 * kLanes, slog);
       vstore(sp + 3 * kLanes, emag);
+      vstore(sp + 4 * kLanes, P);
     }
   }
   if (ws != nullptr) {
@@ -883,7 +892,6 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   vd DX[kMaxNodes];
   vd DL[kMaxNodes];
   vd DW[kMaxNodes];
-  vd s2max = splat(0);  // max |2S| over the nodes
   for (int j = 0; j < n; ++j) {
     M[j] = vload(ws + j * kLanes);
     S[j] = vload(ws + (n + j) * kLanes);
@@ -892,7 +900,6 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     X[j] = S[j] * M[j];
     XmL[j] = X[j] - L[j];
     DX[j] = DL[j] = DW[j] = splat(0);
-    s2max = vmax(s2max, vabs(S2[j]));
   }
   // dM, dS of node j from its sums: L = log(max(M, 1e-12)) passes 1/M where M >= 1e-12
   const auto node_grads = [&](int j, vd& dM, vd& dS) {
@@ -900,10 +907,8 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     dM = DX[j] * S[j] + as_d(as_i(DL[j] / sel(live, M[j], splat(1))) & live);
     dS = 2.0 * DW[j] + DX[j] * M[j];
   };
-  vd absO[kMaxNodes];
   vd grow[kMaxNodes];
   vd dgate[kMaxDepth];
-  vd w[kMaxNodes];
   vd suffix[kMaxNodes + 1];
   vd dSn = gout * M[n - 1];
   vd dMn = gout * S[n - 1];
@@ -911,7 +916,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
     if (st < d - 1) node_grads(na, dMn, dSn);
-    const double* sp = ws + (3 * n + 4 * st) * kLanes;
+    const double* sp = ws + (3 * n + kRefStepValues * st) * kLanes;
     const vd R = vload(sp);
     const vd slin = vload(sp + kLanes);
     const vd slog = vload(sp + 2 * kLanes);
@@ -922,48 +927,58 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
     dR += dSn * g * (1.0 - slin * slin) / 1e-4;
     const vd dP = dSn * g1 * (1.0 - slog * slog) / 1e-4;
-    const double* ot = ws + (3 * n + 4 * d + transposed_o_at(n_init, st)) * kLanes;  // O's row as lanes
+    const double* ot = ws + reference_o_at(d, n, st) * kLanes;  // O's row as lanes
     const vd dRg = dR * g;
     const vd dRg1 = dR * g1;
     vd sx = splat(0);
-    // Where every lane's log sign is saturated (tanh exactly +-1, so dP == 0), the sign factors w pass no
-    // gradient and are skipped, when that is exact: when no partial product of the w can be infinite
-    // (0 * inf would be NaN), which |w - 1| = |2 S o| <= 2^15 guarantees for up to 64 factors.
-    bool sign_terms = any(~eq(dP, splat(0)));
-    if (!sign_terms) {
-      vd omax = splat(0);
-      for (int j = 0; j < na; ++j) omax = vmax_of(omax, vabs(vload(ot + j * kLanes)));
-      sign_terms = !all(le(s2max * omax, splat(32768.0)));  // NaN: not le
-    }
-    if (sign_terms) {
-      suffix[na] = splat(1);
-      for (int j = na - 1; j >= 0; --j) {
-        absO[j] = vabs(vload(ot + j * kLanes));
-        w[j] = S2[j] * absO[j] + 1.0;
-        suffix[j] = suffix[j + 1] * w[j];
-      }
+    // The row's gradient and the nodes' sums. With `sign` true, also the sign factors' terms:
+    // t_j = dw_j * dw_j/do_j, where dw_of(j, w_j) gives dw_j = dP * dP/dw_j (called in the order of j).
+    const auto row = [&](auto sign, auto dw_of) {
       const vi sign_bit = splati(INT64_MIN);
-      vd prefix = dP;  // dP times the factors before j
       for (int j = 0; j < na; ++j) {
         const vd o = vload(ot + j * kLanes);
-        const vd dw = prefix * suffix[j + 1];
-        // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
-        const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & sign_bit)) & ~eq(o, splat(0)));
-        // dR * mixed + dw * dw/do, mixed as the forward pass made it (it may cancel: no reassociation)
-        grow[j] = dR * (L[j] * g1 + X[j] * g) + t;
+        // dR * mixed (+ t), mixed as the forward pass made it (it may cancel: no reassociation)
+        if constexpr (decltype(sign)::value) {
+          const vd a = vabs(o);
+          const vd dw = dw_of(j, S2[j] * a + 1.0);
+          // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
+          const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & sign_bit)) & ~eq(o, splat(0)));
+          grow[j] = dR * (L[j] * g1 + X[j] * g) + t;
+          DW[j] += dw * a;
+        } else {
+          grow[j] = dR * (L[j] * g1 + X[j] * g);
+        }
         DX[j] += o * dRg;
         DL[j] += o * dRg1;
-        DW[j] += dw * absO[j];
         sx += o * XmL[j];
-        prefix *= w[j];
       }
+    };
+    // The sign factors w_j = 2 S_j |o_j| + 1 pass dP * prod_{k != j} w_k, in lanes where dP != 0 only
+    // (where tanh(P/1e-4) is saturated, exactly +-1, they pass none). That product is P / w_j (one
+    // division per factor, as PyTorch's prod backward) where P is a normal number not above 2^900: then
+    // no w_j is 0 and P / w_j is finite (|w_j| >= 2^-107 where not 0: 1 + an exact product of two
+    // doubles, rounded once). Elsewhere (P = 0, or subnormal) it is the product of the factors before and
+    // after j.
+    const vi live = ~eq(dP, splat(0));  // NaN: live
+    if (!any(live)) {
+      row(std::false_type{}, nullptr);
     } else {
-      for (int j = 0; j < na; ++j) {
-        const vd o = vload(ot + j * kLanes);
-        grow[j] = dR * (L[j] * g1 + X[j] * g);
-        DX[j] += o * dRg;
-        DL[j] += o * dRg1;
-        sx += o * XmL[j];
+      const vd P = vload(sp + 4 * kLanes);
+      const vd aP = vabs(P);
+      const vi by_division = le(splat(DBL_MIN), aP) & le(aP, splat(0x1p900));
+      const vd dPP = dP * P;
+      if (all(by_division | ~live)) {
+        row(std::true_type{}, [&](int, vd w) { return as_d(as_i(dPP / w) & live); });
+      } else {
+        suffix[na] = splat(1);
+        for (int j = na - 1; j >= 0; --j)
+          suffix[j] = suffix[j + 1] * (S2[j] * vabs(vload(ot + j * kLanes)) + 1.0);
+        vd prefix = dP;  // dP times the factors before j
+        row(std::true_type{}, [&](int j, vd w) {
+          const vd dw = sel(by_division, dPP / w, prefix * suffix[j + 1]);
+          prefix *= w;
+          return as_d(as_i(dw) & live);
+        });
       }
     }
     dgate[st] = dg + dR * sx;
