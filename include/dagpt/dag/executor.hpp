@@ -177,6 +177,24 @@ DAGPT_DAG_INLINE void vstore(double* p, vd v) {
   std::memcpy(p, &v.a, sizeof v.a);
   std::memcpy(p + kHalf, &v.b, sizeof v.b);
 }
+// vstore, non-temporal where `stream` (p 64-byte aligned with AVX: a whole cache line).
+DAGPT_DAG_INLINE void vstore(double* p, vd v, bool stream) {
+#if defined(__AVX__)
+  if (stream) {
+    _mm256_stream_pd(p, (__m256d)v.a);
+    _mm256_stream_pd(p + kHalf, (__m256d)v.b);
+    return;
+  }
+#elif defined(__SSE2__)
+  if (stream) {
+    _mm_stream_pd(p, (__m128d)v.a);
+    _mm_stream_pd(p + kHalf, (__m128d)v.b);
+    return;
+  }
+#endif
+  (void)stream;
+  vstore(p, v);
+}
 
 // The scalar results for the rare lanes that the vector paths do not cover (kept out of line, so that
 // the hot paths need no call and no register spill).
@@ -302,11 +320,6 @@ DAGPT_DAG_INLINE bool over2(const vd* o, int na) {
   for (int j = 0; j < na; ++j) mx = vmax_of(mx, vabs(o[j]));
   return any(lt(splat(2), mx));
 }
-DAGPT_DAG_INLINE bool over2(const double* o, int na) {  // na entries of kLanes doubles
-  vd mx = splat(0);
-  for (int j = 0; j < na; ++j) mx = vmax_of(mx, vabs(vload(o + j * kLanes)));
-  return any(lt(splat(2), mx));
-}
 // The triangle wave of period 2 on |o| (the parity weight) and its derivative in o.
 DAGPT_DAG_INLINE vd vparity_weight(vd o, bool reduce) {
   const vd a = vperiod2(o, reduce);
@@ -377,19 +390,15 @@ DAGPT_DAG_INLINE void prefetch(const T* p, std::int64_t count) {
   }
   for (; b < bytes; b += 64) __builtin_prefetch(c + b);
 }
-// The inputs of the DAGs [first, first + kLanes) clipped to the batch: all of them for the forward pass;
-// for the backward pass (which has O in its workspace) G, and V_mag, V_sign in exact mode only.
-enum class Pass { forward, exact_backward, reference_backward };
+// The inputs of the DAGs [first, first + kLanes) clipped to the batch (both passes read all four).
 template <typename T>
 DAGPT_DAG_INLINE void prefetch_inputs(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d,
-                                      int n, Pass pass) {
+                                      int n) {
   if (first >= count) return;
   const std::int64_t k = std::min<std::int64_t>(kLanes, count - first);
-  if (pass == Pass::forward) prefetch(p.O.data() + first * d * n, k * d * n);
-  if (pass != Pass::reference_backward) {
-    prefetch(p.V_mag.data() + first * n, k * n);
-    prefetch(p.V_sign.data() + first * n, k * n);
-  }
+  prefetch(p.O.data() + first * d * n, k * d * n);
+  prefetch(p.V_mag.data() + first * n, k * n);
+  prefetch(p.V_sign.data() + first * n, k * n);
   prefetch(p.G.data() + first * d, k * d);
 }
 
@@ -430,11 +439,10 @@ DAGPT_DAG_INLINE void store4(double* const* q, std::int64_t at, vn a, vn b, vn c
   for (int l = 0; l < 4; ++l) _mm256_storeu_pd(q[l] + at, (__m256d)r[l]);
 }
 #endif
-// out[j] = element base + j of every lane, j < na (rows hold n >= na elements); also stored at
-// copy + j * kLanes when `copy` (which may receive up to three entries past na - 1).
+// out[j] = element base + j of every lane, j < na (rows hold n >= na elements; out may receive up to three
+// entries past na - 1).
 template <typename T>
-DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int n, vd* out,
-                               double* copy = nullptr) {
+DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int n, vd* out) {
   int j = 0;
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, double>) {
@@ -443,19 +451,13 @@ DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int
       vn hi[4];
       load4(p, base + j, lo);
       load4(p + 4, base + j, hi);
-      for (int k = 0; k < 4; ++k) {
-        out[j + k] = vd{lo[k], hi[k]};
-        if (copy != nullptr) vstore(copy + (j + k) * kLanes, out[j + k]);
-      }
+      for (int k = 0; k < 4; ++k) out[j + k] = vd{lo[k], hi[k]};
     }
   }
 #else
   (void)n;
 #endif
-  for (; j < na; ++j) {
-    out[j] = ld(p, base + j);
-    if (copy != nullptr) vstore(copy + j * kLanes, out[j]);
-  }
+  for (; j < na; ++j) out[j] = ld(p, base + j);
 }
 #if defined(__AVX__)
 // Elements [at, at + 8) of rows q[0..3] from eight vectors (a[k], b[k]: elements at + k and at + 4 + k of
@@ -505,12 +507,6 @@ DAGPT_DAG_INLINE void store_row(T* const* p, std::int64_t base, int n, const vd*
   for (; j < n; ++j) put(p, base + j, v[j]);
 }
 
-// Both workspaces end with the block's O rows as lanes (step st's na = n_init + st coefficients at entry
-// transposed_o_at(n_init, st) of that part), written by the forward pass (which transposes them anyway),
-// so that the backward pass reads no O and transposes nothing.
-inline int transposed_o_at(int n_init, int st) { return st * n_init + st * (st - 1) / 2; }
-inline int transposed_o_size(int d, int n_init) { return transposed_o_at(n_init, d) + 3; }  // load_row's copy
-
 // ---- exact semantics ------------------------------------------------------------------------------
 // Double-double numbers (hi + lo, |lo| <= ulp(hi)/2): integral steps carry every node's value this
 // way through the forward pass, so that an encoded plan's result is its exact value up to one final
@@ -546,7 +542,7 @@ inline DD dd_scale(DD x, double o) { return dd_mul(x, DD{o, 0}); }
 
 // What the exact backward pass reads from its forward pass, per DAG: the log magnitude and the value
 // of every node, and the (clamped) product magnitude of every step (kLanes doubles per entry).
-inline int exact_workspace(int d, int n) { return 2 * n + d + transposed_o_size(d, n - d); }
+inline int exact_workspace(int d, int n) { return 2 * n + d; }
 
 // The nodes of one block in the forward pass.
 struct ExactNodes {
@@ -621,7 +617,7 @@ DAGPT_DAG_INLINE vi small_integer(vd o) {
 }
 
 template <typename T>
-vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
+vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool stream) {
   const int n = n_init + d;
   vd gates[kMaxDepth];
   load_row(in.g, 0, d, d, gates);
@@ -649,8 +645,7 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    load_row(in.o, base, na, n, orow,
-             ws != nullptr ? ws + (2 * n + d + transposed_o_at(n_init, st)) * kLanes : nullptr);
+    load_row(in.o, base, na, n, orow);
     vi integral = splati(-1);
     for (int j = 0; j < na && any(integral); ++j) {  // predictions fail at once
       integral &= small_integer(orow[j]);
@@ -704,12 +699,12 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
       }
     }
     unusual |= unusual_node(na);
-    if (ws != nullptr) vstore(ws + (2 * n + st) * kLanes, magv);
+    if (ws != nullptr) vstore(ws + (2 * n + st) * kLanes, magv, stream);
   }
   if (ws != nullptr) {
     for (int j = 0; j < n; ++j) {
-      vstore(ws + j * kLanes, x.lm[j]);
-      vstore(ws + (n + j) * kLanes, x.vh[j]);
+      vstore(ws + j * kLanes, x.lm[j], stream);
+      vstore(ws + (n + j) * kLanes, x.vh[j], stream);
     }
   }
   return x.vh[n - 1] + x.vlo[n - 1];
@@ -752,6 +747,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   vd pw[kMaxNodes];   // parity weight of o
   vd pwg[kMaxNodes];  // its derivative
   vd suffix[kMaxNodes + 1];
+  vd orow[kMaxNodes];
   for (int j = 0; j < n; ++j) dv[j] = dlm[j] = ds[j] = splat(0);
   dv[n - 1] = gout;
   for (int st = d - 1; st >= 0; --st) {
@@ -760,10 +756,10 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     vd rl = splat(0);
     vi zero_num = splati(0);
     suffix[na] = splat(1);
-    const double* ot = ws + (2 * n + d + transposed_o_at(n_init, st)) * kLanes;  // O's row as lanes
-    const bool reduce = over2(ot, na);
+    load_row(in.o, base, na, n, orow);
+    const bool reduce = over2(orow, na);
     for (int j = na - 1; j >= 0; --j) {
-      const vd o = vload(ot + j * kLanes);
+      const vd o = orow[j];
       rl += o * vh[j];
       if (zeros) zero_num |= lt(splat(0), o) & eq(m[j], splat(0));
       vparity(o, reduce, pw[j], pwg[j]);
@@ -783,7 +779,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     const vd drlog = as_d(as_i(dval * (1.0 - gate) * sigma * mag) & mag_live);
     vd prefix = dsigma;  // dsigma times the factors before j
     for (int j = 0; j < na; ++j) {
-      const vd o = vload(ot + j * kLanes);
+      const vd o = orow[j];
       const vd df = prefix * suffix[j + 1];
       // lm is 0 where m is 0; with o = 0 the parity terms vanish
       grow[j] = drl * vh[j] + drlog * lm[j] + df * sm1[j] * pwg[j];
@@ -805,18 +801,21 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   store_row(out.g, 0, d, dgate, stream);
 }
 
-// ---- reference semantics: one log per node; forward saves M, S, logs and per-step values for backward
-// Per block: M, S, L of every node; per step R, tanh(R/1e-4), tanh(P/1e-4), exp(min(R, 100)) and P; O.
+// ---- reference semantics: one log per node; forward saves logs and per-step values for backward
+// The workspace of a block: L of every node, then per step R, tanh(R/1e-4), tanh(P/1e-4), exp(min(R, 100))
+// and P (kLanes doubles each). The backward pass reads M, S of the initial slots from the inputs and makes
+// those of the steps' nodes from the step's values (reference_node: the forward pass's expression).
 inline constexpr int kRefStepValues = 5;
-inline int reference_workspace(int d, int n) {
-  return 3 * n + kRefStepValues * d + transposed_o_size(d, n - d);
-}
-inline int reference_o_at(int d, int n, int st) {
-  return 3 * n + kRefStepValues * d + transposed_o_at(n - d, st);
+inline int reference_workspace(int d, int n) { return n + kRefStepValues * d; }
+inline int reference_step_at(int n, int st) { return n + kRefStepValues * st; }
+DAGPT_DAG_INLINE void reference_node(vd g, vd R, vd slin, vd slog, vd emag, vd& M, vd& S) {
+  const vd g1 = 1.0 - g;
+  M = g * vabs(R) + g1 * emag;
+  S = g * slin + g1 * slog;
 }
 
 template <typename T>
-vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
+vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool stream) {
   const int n = n_init + d;
   vd gates[kMaxDepth];
   load_row(in.g, 0, d, d, gates);
@@ -840,7 +839,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     const vd g1 = 1.0 - g;
     vd R = splat(0);
     vd P = splat(1);
-    load_row(in.o, base, na, n, orow, ws != nullptr ? ws + reference_o_at(d, n, st) * kLanes : nullptr);
+    load_row(in.o, base, na, n, orow);
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
       R += o * (L[j] * g1 + X[j] * g);
@@ -849,26 +848,21 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws) {
     const vd slin = vtanh_scaled(R);
     const vd slog = vtanh_scaled(P);
     const vd emag = vexp(vmin(R, splat(100)));
-    M[na] = g * vabs(R) + g1 * emag;
-    S[na] = g * slin + g1 * slog;
+    reference_node(g, R, slin, slog, emag, M[na], S[na]);
     L[na] = st + 1 < d ? vlog(vmax(M[na], splat(1e-12))) : splat(0);
     X[na] = S[na] * M[na];
     S2[na] = S[na] + S[na];
     if (ws != nullptr) {
-      double* sp = ws + (3 * n + kRefStepValues * st) * kLanes;
-      vstore(sp, R);
-      vstore(sp + kLanes, slin);
-      vstore(sp + 2 * kLanes, slog);
-      vstore(sp + 3 * kLanes, emag);
-      vstore(sp + 4 * kLanes, P);
+      double* sp = ws + reference_step_at(n, st) * kLanes;
+      vstore(sp, R, stream);
+      vstore(sp + kLanes, slin, stream);
+      vstore(sp + 2 * kLanes, slog, stream);
+      vstore(sp + 3 * kLanes, emag, stream);
+      vstore(sp + 4 * kLanes, P, stream);
     }
   }
   if (ws != nullptr) {
-    for (int j = 0; j < n; ++j) {
-      vstore(ws + j * kLanes, M[j]);
-      vstore(ws + (n + j) * kLanes, S[j]);
-      vstore(ws + (2 * n + j) * kLanes, L[j]);
-    }
+    for (int j = 0; j < n; ++j) vstore(ws + j * kLanes, L[j], stream);
   }
   return S[n - 1] * M[n - 1];
 }
@@ -892,10 +886,15 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   vd DX[kMaxNodes];
   vd DL[kMaxNodes];
   vd DW[kMaxNodes];
+  load_row(in.vmag, 0, n_init, n, M);
+  load_row(in.vsign, 0, n_init, n, S);
+  for (int st = 0; st < d; ++st) {
+    const double* sp = ws + reference_step_at(n, st) * kLanes;
+    reference_node(gates[st], vload(sp), vload(sp + kLanes), vload(sp + 2 * kLanes), vload(sp + 3 * kLanes),
+                   M[n_init + st], S[n_init + st]);
+  }
   for (int j = 0; j < n; ++j) {
-    M[j] = vload(ws + j * kLanes);
-    S[j] = vload(ws + (n + j) * kLanes);
-    L[j] = vload(ws + (2 * n + j) * kLanes);
+    L[j] = vload(ws + j * kLanes);
     S2[j] = S[j] + S[j];
     X[j] = S[j] * M[j];
     XmL[j] = X[j] - L[j];
@@ -910,13 +909,14 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   vd grow[kMaxNodes];
   vd dgate[kMaxDepth];
   vd suffix[kMaxNodes + 1];
+  vd orow[kMaxNodes];
   vd dSn = gout * M[n - 1];
   vd dMn = gout * S[n - 1];
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
     if (st < d - 1) node_grads(na, dMn, dSn);
-    const double* sp = ws + (3 * n + kRefStepValues * st) * kLanes;
+    const double* sp = ws + reference_step_at(n, st) * kLanes;
     const vd R = vload(sp);
     const vd slin = vload(sp + kLanes);
     const vd slog = vload(sp + 2 * kLanes);
@@ -927,7 +927,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
     dR += dSn * g * (1.0 - slin * slin) / 1e-4;
     const vd dP = dSn * g1 * (1.0 - slog * slog) / 1e-4;
-    const double* ot = ws + reference_o_at(d, n, st) * kLanes;  // O's row as lanes
+    load_row(in.o, base, na, n, orow);
     const vd dRg = dR * g;
     const vd dRg1 = dR * g1;
     vd sx = splat(0);
@@ -936,7 +936,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     const auto row = [&](auto sign, auto dw_of) {
       const vi sign_bit = splati(INT64_MIN);
       for (int j = 0; j < na; ++j) {
-        const vd o = vload(ot + j * kLanes);
+        const vd o = orow[j];
         // dR * mixed (+ t), mixed as the forward pass made it (it may cancel: no reassociation)
         if constexpr (decltype(sign)::value) {
           const vd a = vabs(o);
@@ -971,8 +971,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
         row(std::true_type{}, [&](int, vd w) { return as_d(as_i(dPP / w) & live); });
       } else {
         suffix[na] = splat(1);
-        for (int j = na - 1; j >= 0; --j)
-          suffix[j] = suffix[j + 1] * (S2[j] * vabs(vload(ot + j * kLanes)) + 1.0);
+        for (int j = na - 1; j >= 0; --j) suffix[j] = suffix[j + 1] * (S2[j] * vabs(orow[j]) + 1.0);
         vd prefix = dP;  // dP times the factors before j
         row(std::true_type{}, [&](int j, vd w) {
           const vd dw = sel(by_division, dPP / w, prefix * suffix[j + 1]);
@@ -999,6 +998,8 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   store_row(out.g, 0, d, dgate, stream);
 }
 
+// Outputs (gradients; the workspace) at least this large are written non-temporally: whole cache lines that
+// bypass the cache, since the batch's other blocks would evict them before they are read.
 inline constexpr std::int64_t kStreamBytes = std::int64_t{4} << 20;
 inline std::int64_t blocks(std::int64_t count) { return (count + kLanes - 1) / kLanes; }
 inline int workspace_per_dag(Semantics sem, int d, int n) {
@@ -1023,17 +1024,20 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const int n = p.nodes();
   const std::int64_t count = p.count();
   const std::int64_t wb = static_cast<std::int64_t>(workspace_per_dag(sem, d, n)) * kLanes;
+  const bool stream =
+      ws != nullptr && blocks(count) * wb * static_cast<std::int64_t>(sizeof(double)) >= kStreamBytes;
   parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t k = b; k < e; ++k) {
-      if (k + 1 < e) prefetch_inputs(p, (k + 1) * kLanes, count, d, n, Pass::forward);
+      if (k + 1 < e) prefetch_inputs(p, (k + 1) * kLanes, count, d, n);
       const auto in =
           rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), k * kLanes, count, d, n);
       double* w = ws != nullptr ? ws + k * wb : nullptr;
-      const vd v =
-          sem == Semantics::exact ? exact_forward(d, n - d, in, w) : reference_forward(d, n - d, in, w);
+      const vd v = sem == Semantics::exact ? exact_forward(d, n - d, in, w, stream)
+                                           : reference_forward(d, n - d, in, w, stream);
       for (int l = 0; l < kLanes && k * kLanes + l < count; ++l)
         out[k * kLanes + l] = static_cast<T>(lane(v, l));
     }
+    if (stream) stream_fence();
   });
 }
 
@@ -1094,10 +1098,8 @@ class Executor : public Function<T> {
     parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
-        if (k + 1 < e) {  // the workspace holds O (transposed): the backward pass reads no O
-          detail::prefetch_inputs(
-              p, i + detail::kLanes, count, d, n,
-              sem_ == Semantics::exact ? detail::Pass::exact_backward : detail::Pass::reference_backward);
+        if (k + 1 < e) {
+          detail::prefetch_inputs(p, i + detail::kLanes, count, d, n);
           detail::prefetch(ws + (k + 1) * wb, wb);
         }
         const auto in = detail::rows_at<const T>(inputs[0], inputs[1], inputs[2], inputs[3], i, count, d, n);
