@@ -375,12 +375,8 @@ DAGPT_DAG_INLINE void put(T* const* p, std::int64_t k, vd v) {
   for (int l = 0; l < kLanes; ++l) p[l][k] = static_cast<T>(lane(v, l));
 }
 
-// Brings [p, p + count) toward the cache ahead of use: a block's rows are consecutive DAGs, one contiguous
-// region per input, which the hardware prefetchers fetch too late when eight rows are read side by side.
-template <typename T>
-DAGPT_DAG_INLINE void prefetch(const T* p, std::int64_t count) {
-  const char* c = reinterpret_cast<const char*>(p);
-  const std::int64_t bytes = count * static_cast<std::int64_t>(sizeof(T));
+// Brings the bytes [c, c + bytes) toward the cache ahead of use.
+DAGPT_DAG_INLINE void prefetch_bytes(const char* c, std::int64_t bytes) {
   std::int64_t b = 0;
   for (; b + 256 <= bytes; b += 256) {  // four lines per turn: the loop is most of the cost
     __builtin_prefetch(c + b);
@@ -390,16 +386,39 @@ DAGPT_DAG_INLINE void prefetch(const T* p, std::int64_t count) {
   }
   for (; b < bytes; b += 64) __builtin_prefetch(c + b);
 }
-// The inputs of the DAGs [first, first + kLanes) clipped to the batch (both passes read all four).
+// The memory of the next block (its rows of the four inputs: one contiguous region each, as a block's rows
+// are consecutive DAGs; and its workspace in the backward pass), which the hardware prefetchers fetch too
+// late when eight rows are read side by side. Each step of a block prefetches one slice of it: requesting
+// it all at once (~200 lines at depth 8) fills the core's miss buffers and stalls its loads.
+struct Ahead {
+  const char* at[5] = {};
+  std::int64_t bytes[5] = {};
+  int regions = 0;
+  template <typename T>
+  void add(const T* p, std::int64_t count) {
+    at[regions] = reinterpret_cast<const char*>(p);
+    bytes[regions++] = count * static_cast<std::int64_t>(sizeof(T));
+  }
+  // Slice i of `parts`: lines [bytes * i / parts, bytes * (i + 1) / parts) of every region.
+  DAGPT_DAG_INLINE void slice(int i, int parts) const {
+    for (int r = 0; r < regions; ++r) {
+      const std::int64_t lo = (bytes[r] * i / parts) & ~std::int64_t{63};
+      const std::int64_t hi = i + 1 == parts ? bytes[r] : (bytes[r] * (i + 1) / parts) & ~std::int64_t{63};
+      prefetch_bytes(at[r] + lo, hi - lo);
+    }
+  }
+};
+// The next block's inputs: the DAGs [first, first + kLanes) clipped to the batch (none past its end).
 template <typename T>
-DAGPT_DAG_INLINE void prefetch_inputs(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d,
-                                      int n) {
-  if (first >= count) return;
+Ahead inputs_ahead(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d, int n) {
+  Ahead a;
+  if (first >= count) return a;
   const std::int64_t k = std::min<std::int64_t>(kLanes, count - first);
-  prefetch(p.O.data() + first * d * n, k * d * n);
-  prefetch(p.V_mag.data() + first * n, k * n);
-  prefetch(p.V_sign.data() + first * n, k * n);
-  prefetch(p.G.data() + first * d, k * d);
+  a.add(p.O.data() + first * d * n, k * d * n);
+  a.add(p.V_mag.data() + first * n, k * n);
+  a.add(p.V_sign.data() + first * n, k * n);
+  a.add(p.G.data() + first * d, k * d);
+  return a;
 }
 
 inline void stream_fence() {
@@ -617,7 +636,7 @@ DAGPT_DAG_INLINE vi small_integer(vd o) {
 }
 
 template <typename T>
-vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool stream) {
+vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool stream, const Ahead& ahead) {
   const int n = n_init + d;
   vd gates[kMaxDepth];
   load_row(in.g, 0, d, d, gates);
@@ -645,6 +664,7 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool st
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    ahead.slice(st, d);
     load_row(in.o, base, na, n, orow);
     vi integral = splati(-1);
     for (int j = 0; j < na && any(integral); ++j) {  // predictions fail at once
@@ -712,7 +732,7 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool st
 
 template <typename T>
 void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws, vd gout, const Rows<T>& out,
-                    bool stream) {
+                    const Ahead& ahead, bool stream) {
   const int n = n_init + d;
   vd gates[kMaxDepth];
   load_row(in.g, 0, d, d, gates);
@@ -753,6 +773,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    ahead.slice(st, d);
     vd rl = splat(0);
     vi zero_num = splati(0);
     suffix[na] = splat(1);
@@ -815,7 +836,8 @@ DAGPT_DAG_INLINE void reference_node(vd g, vd R, vd slin, vd slog, vd emag, vd& 
 }
 
 template <typename T>
-vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool stream) {
+vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool stream,
+                     const Ahead& ahead) {
   const int n = n_init + d;
   vd gates[kMaxDepth];
   load_row(in.g, 0, d, d, gates);
@@ -835,6 +857,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    ahead.slice(st, d);
     const vd g = gates[st];
     const vd g1 = 1.0 - g;
     vd R = splat(0);
@@ -873,7 +896,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
 // ...).
 template <typename T>
 void reference_backward(int d, int n_init, const Rows<const T>& in, const double* ws, vd gout,
-                        const Rows<T>& out, bool stream) {
+                        const Rows<T>& out, const Ahead& ahead, bool stream) {
   const int n = n_init + d;
   vd gates[kMaxDepth];
   load_row(in.g, 0, d, d, gates);
@@ -915,6 +938,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    ahead.slice(st, d);
     if (st < d - 1) node_grads(na, dMn, dSn);
     const double* sp = ws + reference_step_at(n, st) * kLanes;
     const vd R = vload(sp);
@@ -1028,12 +1052,12 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
       ws != nullptr && blocks(count) * wb * static_cast<std::int64_t>(sizeof(double)) >= kStreamBytes;
   parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t k = b; k < e; ++k) {
-      if (k + 1 < e) prefetch_inputs(p, (k + 1) * kLanes, count, d, n);
+      const Ahead ahead = inputs_ahead(p, k + 1 < e ? (k + 1) * kLanes : count, count, d, n);
       const auto in =
           rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), k * kLanes, count, d, n);
       double* w = ws != nullptr ? ws + k * wb : nullptr;
-      const vd v = sem == Semantics::exact ? exact_forward(d, n - d, in, w, stream)
-                                           : reference_forward(d, n - d, in, w, stream);
+      const vd v = sem == Semantics::exact ? exact_forward(d, n - d, in, w, stream, ahead)
+                                           : reference_forward(d, n - d, in, w, stream, ahead);
       for (int l = 0; l < kLanes && k * kLanes + l < count; ++l)
         out[k * kLanes + l] = static_cast<T>(lane(v, l));
     }
@@ -1098,10 +1122,8 @@ class Executor : public Function<T> {
     parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
-        if (k + 1 < e) {
-          detail::prefetch_inputs(p, i + detail::kLanes, count, d, n);
-          detail::prefetch(ws + (k + 1) * wb, wb);
-        }
+        detail::Ahead ahead = detail::inputs_ahead(p, k + 1 < e ? i + detail::kLanes : count, count, d, n);
+        if (k + 1 < e) ahead.add(ws + (k + 1) * wb, wb);
         const auto in = detail::rows_at<const T>(inputs[0], inputs[1], inputs[2], inputs[3], i, count, d, n);
         const auto gr = detail::rows_at<T>(ptr[0], ptr[1], ptr[2], ptr[3], i, count, d, n);
         detail::vd go = detail::splat(0);
@@ -1109,9 +1131,9 @@ class Executor : public Function<T> {
           detail::set_lane(go, l, static_cast<double>(gp[std::min(i + l, count - 1)]));
         const double* w = ws + k * wb;
         if (sem_ == Semantics::exact) {
-          detail::exact_backward(d, n - d, in, w, go, gr, stream);
+          detail::exact_backward(d, n - d, in, w, go, gr, ahead, stream);
         } else {
-          detail::reference_backward(d, n - d, in, w, go, gr, stream);
+          detail::reference_backward(d, n - d, in, w, go, gr, ahead, stream);
         }
       }
       detail::stream_fence();
