@@ -1022,9 +1022,10 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   store_row(out.g, 0, d, dgate, stream);
 }
 
-// Outputs (gradients; the workspace) at least this large are written non-temporally: whole cache lines that
-// bypass the cache, since the batch's other blocks would evict them before they are read.
-inline constexpr std::int64_t kStreamBytes = std::int64_t{4} << 20;
+// Outputs (gradients; the workspace) at least this large (a core's L2 cache or more) are written
+// non-temporally: whole cache lines that bypass the caches (no read for ownership), since the batch's other
+// blocks would evict them before they are read.
+inline constexpr std::int64_t kStreamBytes = std::int64_t{1} << 20;
 inline std::int64_t blocks(std::int64_t count) { return (count + kLanes - 1) / kLanes; }
 inline int workspace_per_dag(Semantics sem, int d, int n) {
   return sem == Semantics::exact ? exact_workspace(d, n) : reference_workspace(d, n);
