@@ -375,49 +375,79 @@ DAGPT_DAG_INLINE void put(T* const* p, std::int64_t k, vd v) {
   for (int l = 0; l < kLanes; ++l) p[l][k] = static_cast<T>(lane(v, l));
 }
 
-// Brings the bytes [c, c + bytes) toward the cache ahead of use.
-DAGPT_DAG_INLINE void prefetch_bytes(const char* c, std::int64_t bytes) {
-  std::int64_t b = 0;
-  for (; b + 256 <= bytes; b += 256) {  // four lines per turn: the loop is most of the cost
-    __builtin_prefetch(c + b);
-    __builtin_prefetch(c + b + 64);
-    __builtin_prefetch(c + b + 128);
-    __builtin_prefetch(c + b + 192);
-  }
-  for (; b < bytes; b += 64) __builtin_prefetch(c + b);
-}
 // The memory of the next block (its rows of the four inputs: one contiguous region each, as a block's rows
 // are consecutive DAGs; and its workspace in the backward pass), which the hardware prefetchers fetch too
 // late when eight rows are read side by side. Each step of a block prefetches one slice of it: requesting
 // it all at once (~200 lines at depth 8) fills the core's miss buffers and stalls its loads.
-struct Ahead {
-  const char* at[5] = {};
-  std::int64_t bytes[5] = {};
-  int regions = 0;
+class Ahead {
+ public:
+  explicit Ahead(int parts) : parts_(parts) {}
+  // A region of `per_block` elements per block, `total` in all, from p: sliced in `parts` when large,
+  // else prefetched whole with slice 0 (a slice has a cost of its own).
   template <typename T>
-  void add(const T* p, std::int64_t count) {
-    at[regions] = reinterpret_cast<const char*>(p);
-    bytes[regions++] = count * static_cast<std::int64_t>(sizeof(T));
+  void add(const T* p, std::int64_t per_block, std::int64_t total) {
+    Region g;
+    g.base = reinterpret_cast<const char*>(p);
+    g.per_block = per_block * static_cast<std::int64_t>(sizeof(T));
+    g.total = total * static_cast<std::int64_t>(sizeof(T));
+    const bool whole = g.per_block < 64 * 4 * parts_;
+    g.chunk = whole ? g.per_block : ((g.per_block + parts_ - 1) / parts_ + 63) & ~std::int64_t{63};
+    (whole ? whole_[n_whole_++] : sliced_[n_sliced_++]) = g;
   }
-  // Slice i of `parts`: lines [bytes * i / parts, bytes * (i + 1) / parts) of every region.
-  DAGPT_DAG_INLINE void slice(int i, int parts) const {
-    for (int r = 0; r < regions; ++r) {
-      const std::int64_t lo = (bytes[r] * i / parts) & ~std::int64_t{63};
-      const std::int64_t hi = i + 1 == parts ? bytes[r] : (bytes[r] * (i + 1) / parts) & ~std::int64_t{63};
-      prefetch_bytes(at[r] + lo, hi - lo);
+  // The block to prefetch (-1: none).
+  void set_block(std::int64_t k) {
+    for (int r = 0; r < n_sliced_; ++r) sliced_[r].set_block(k);
+    for (int r = 0; r < n_whole_; ++r) whole_[r].set_block(k);
+  }
+  // Slice i of the block (i < parts): its lines [i * chunk, (i + 1) * chunk) of every sliced region, and
+  // with i = 0 the whole of the others.
+  DAGPT_DAG_INLINE void slice(int i) const {
+    for (int r = 0; r < n_sliced_; ++r) sliced_[r].prefetch(i);
+    if (i == 0) {
+      for (int r = 0; r < n_whole_; ++r) whole_[r].prefetch(0);
     }
   }
+
+ private:
+  struct Region {
+    const char* base = nullptr;
+    std::int64_t per_block = 0;  // bytes
+    std::int64_t total = 0;
+    std::int64_t chunk = 0;
+    const char* at = nullptr;  // the block's part
+    const char* end = nullptr;
+    void set_block(std::int64_t k) {
+      const std::int64_t lo = k < 0 ? 0 : k * per_block;
+      at = base + lo;
+      end = k < 0 ? at : base + std::min(lo + per_block, total);
+    }
+    DAGPT_DAG_INLINE void prefetch(int i) const {
+      const char* c = at + i * chunk;
+      const char* e = std::min(c + chunk, end);
+      for (; c + 192 < e; c += 256) {  // four lines per turn: the loop would be most of the cost
+        __builtin_prefetch(c);
+        __builtin_prefetch(c + 64);
+        __builtin_prefetch(c + 128);
+        __builtin_prefetch(c + 192);
+      }
+      for (; c < e; c += 64) __builtin_prefetch(c);
+    }
+  };
+  Region sliced_[5];
+  Region whole_[5];
+  int n_sliced_ = 0;
+  int n_whole_ = 0;
+  int parts_;
 };
-// The next block's inputs: the DAGs [first, first + kLanes) clipped to the batch (none past its end).
+// The four inputs' regions, sliced in d parts.
 template <typename T>
-Ahead inputs_ahead(const DagPlan<T>& p, std::int64_t first, std::int64_t count, int d, int n) {
-  Ahead a;
-  if (first >= count) return a;
-  const std::int64_t k = std::min<std::int64_t>(kLanes, count - first);
-  a.add(p.O.data() + first * d * n, k * d * n);
-  a.add(p.V_mag.data() + first * n, k * n);
-  a.add(p.V_sign.data() + first * n, k * n);
-  a.add(p.G.data() + first * d, k * d);
+Ahead inputs_ahead(const DagPlan<T>& p, int d, int n) {
+  Ahead a(d);
+  const std::int64_t c = p.count();
+  a.add(p.O.data(), kLanes * d * n, c * d * n);
+  a.add(p.V_mag.data(), kLanes * n, c * n);
+  a.add(p.V_sign.data(), kLanes * n, c * n);
+  a.add(p.G.data(), kLanes * d, c * d);
   return a;
 }
 
@@ -664,7 +694,7 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool st
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st, d);
+    ahead.slice(st);
     load_row(in.o, base, na, n, orow);
     vi integral = splati(-1);
     for (int j = 0; j < na && any(integral); ++j) {  // predictions fail at once
@@ -773,7 +803,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st, d);
+    ahead.slice(st);
     vd rl = splat(0);
     vi zero_num = splati(0);
     suffix[na] = splat(1);
@@ -857,7 +887,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st, d);
+    ahead.slice(st);
     const vd g = gates[st];
     const vd g1 = 1.0 - g;
     vd R = splat(0);
@@ -938,7 +968,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st, d);
+    ahead.slice(st);
     if (st < d - 1) node_grads(na, dMn, dSn);
     const double* sp = ws + reference_step_at(n, st) * kLanes;
     const vd R = vload(sp);
@@ -1052,8 +1082,9 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const bool stream =
       ws != nullptr && blocks(count) * wb * static_cast<std::int64_t>(sizeof(double)) >= kStreamBytes;
   parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
+    Ahead ahead = inputs_ahead(p, d, n);
     for (std::int64_t k = b; k < e; ++k) {
-      const Ahead ahead = inputs_ahead(p, k + 1 < e ? (k + 1) * kLanes : count, count, d, n);
+      ahead.set_block(k + 1 < e ? k + 1 : -1);
       const auto in =
           rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), k * kLanes, count, d, n);
       double* w = ws != nullptr ? ws + k * wb : nullptr;
@@ -1121,10 +1152,11 @@ class Executor : public Function<T> {
     // Large gradients bypass the cache (they are written once and read by the next step's optimizer).
     const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= detail::kStreamBytes;
     parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
+      detail::Ahead ahead = detail::inputs_ahead(p, d, n);
+      ahead.add(ws, wb, detail::blocks(count) * wb);
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
-        detail::Ahead ahead = detail::inputs_ahead(p, k + 1 < e ? i + detail::kLanes : count, count, d, n);
-        if (k + 1 < e) ahead.add(ws + (k + 1) * wb, wb);
+        ahead.set_block(k + 1 < e ? k + 1 : -1);
         const auto in = detail::rows_at<const T>(inputs[0], inputs[1], inputs[2], inputs[3], i, count, d, n);
         const auto gr = detail::rows_at<T>(ptr[0], ptr[1], ptr[2], ptr[3], i, count, d, n);
         detail::vd go = detail::splat(0);
