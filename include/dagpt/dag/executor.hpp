@@ -377,8 +377,9 @@ DAGPT_DAG_INLINE void put(T* const* p, std::int64_t k, vd v) {
 
 // The memory of the next block (its rows of the four inputs: one contiguous region each, as a block's rows
 // are consecutive DAGs; and its workspace in the backward pass), which the hardware prefetchers fetch too
-// late when eight rows are read side by side. Each step of a block prefetches one slice of it: requesting
-// it all at once (~200 lines at depth 8) fills the core's miss buffers and stalls its loads.
+// late when eight rows are read side by side. Each step of a block prefetches two slices of it (at its
+// start and half way): requesting it all at once (~200 lines at depth 8) fills the core's miss buffers and
+// stalls its loads.
 class Ahead {
  public:
   explicit Ahead(int parts) : parts_(parts) {}
@@ -439,10 +440,10 @@ class Ahead {
   int n_whole_ = 0;
   int parts_;
 };
-// The four inputs' regions, sliced in d parts.
+// The four inputs' regions, sliced in 2d parts (two per step).
 template <typename T>
 Ahead inputs_ahead(const DagPlan<T>& p, int d, int n) {
-  Ahead a(d);
+  Ahead a(2 * d);
   const std::int64_t c = p.count();
   a.add(p.O.data(), kLanes * d * n, c * d * n);
   a.add(p.V_mag.data(), kLanes * n, c * n);
@@ -694,12 +695,13 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool st
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st);
+    ahead.slice(2 * st);
     load_row(in.o, base, na, n, orow);
     vi integral = splati(-1);
     for (int j = 0; j < na && any(integral); ++j) {  // predictions fail at once
       integral &= small_integer(orow[j]);
     }
+    ahead.slice(2 * st + 1);
     const vd gate = gates[st];
     vd magv = splat(0);
     if (!all(integral)) {  // the plain-double step (predictions), all lanes
@@ -803,7 +805,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st);
+    ahead.slice(2 * st);
     vd rl = splat(0);
     vi zero_num = splati(0);
     suffix[na] = splat(1);
@@ -840,6 +842,7 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
       prefix *= f[j];
     }
     for (int j = na; j < n; ++j) grow[j] = splat(0);
+    ahead.slice(2 * st + 1);
     store_row(out.o, base, n, grow, stream);
   }
   for (int j = 0; j < n; ++j) {
@@ -887,7 +890,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st);
+    ahead.slice(2 * st);
     const vd g = gates[st];
     const vd g1 = 1.0 - g;
     vd R = splat(0);
@@ -898,6 +901,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
       R += o * (L[j] * g1 + X[j] * g);
       P *= S2[j] * vabs(o) + 1.0;
     }
+    ahead.slice(2 * st + 1);
     const vd slin = vtanh_scaled(R);
     const vd slog = vtanh_scaled(P);
     const vd emag = vexp(vmin(R, splat(100)));
@@ -968,7 +972,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
-    ahead.slice(st);
+    ahead.slice(2 * st);
     if (st < d - 1) node_grads(na, dMn, dSn);
     const double* sp = ws + reference_step_at(n, st) * kLanes;
     const vd R = vload(sp);
@@ -1036,6 +1040,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     }
     dgate[st] = dg + dR * sx;
     for (int j = na; j < n; ++j) grow[j] = splat(0);
+    ahead.slice(2 * st + 1);
     store_row(out.o, base, n, grow, stream);
   }
   vd dM[kMaxNodes];
