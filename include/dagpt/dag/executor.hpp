@@ -21,7 +21,8 @@
 //   (sums, and products by repeated multiplication), so an encoded plan's result is its exact value up
 //   to one final rounding; other steps (predictions) take exp/log in double.
 //
-// Reference semantics (REFERENCE.md §2, number for number): mixed_j = ln(max(M_j,1e-12))(1-g) + S_j M_j g,
+// Reference semantics (REFERENCE.md §2, number for number): mixed_j = ln(max(M_j,1e-12))(1-g) + S_j M_j g
+//   (computed as L_j + g (S_j M_j - L_j), the same up to rounding),
 //   R = sum_j o_j mixed_j, sign = g tanh(R/1e-4) + (1-g) tanh(prod_j (2 S_j |o_j| + 1) / 1e-4),
 //   mag = g |R| + (1-g) exp(min(R, 100)); intermediate slots store (mag, sign); output = S*M of the last
 //   slot, rounded to the inputs' type.
@@ -877,14 +878,14 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
   vd M[kMaxNodes];
   vd S[kMaxNodes];
   vd L[kMaxNodes];
-  vd X[kMaxNodes];   // S*M
-  vd S2[kMaxNodes];  // 2*S
+  vd XmL[kMaxNodes];  // S*M - L: mixed = L + g * XmL
+  vd S2[kMaxNodes];   // 2*S
   vd orow[kMaxNodes];
   load_row(in.vmag, 0, n_init, n, M);
   load_row(in.vsign, 0, n_init, n, S);
   for (int j = 0; j < n_init; ++j) {
     L[j] = vlog(vmax(M[j], splat(1e-12)));
-    X[j] = S[j] * M[j];
+    XmL[j] = S[j] * M[j] - L[j];
     S2[j] = S[j] + S[j];
   }
   for (int st = 0; st < d; ++st) {
@@ -892,13 +893,12 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
     ahead.slice(2 * st);
     const vd g = gates[st];
-    const vd g1 = 1.0 - g;
     vd R = splat(0);
     vd P = splat(1);
     load_row(in.o, base, na, n, orow);
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
-      R += o * (L[j] * g1 + X[j] * g);
+      R += o * (L[j] + g * XmL[j]);
       P *= S2[j] * vabs(o) + 1.0;
     }
     ahead.slice(2 * st + 1);
@@ -907,7 +907,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
     const vd emag = vexp(vmin(R, splat(100)));
     reference_node(g, R, slin, slog, emag, M[na], S[na]);
     L[na] = st + 1 < d ? vlog(vmax(M[na], splat(1e-12))) : splat(0);
-    X[na] = S[na] * M[na];
+    XmL[na] = S[na] * M[na] - L[na];
     S2[na] = S[na] + S[na];
     if (ws != nullptr) {
       double* sp = ws + reference_step_at(n, st) * kLanes;
@@ -938,7 +938,6 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   vd S[kMaxNodes];
   vd L[kMaxNodes];
   vd S2[kMaxNodes];   // 2*S
-  vd X[kMaxNodes];    // S*M
   vd XmL[kMaxNodes];  // X - L
   vd DX[kMaxNodes];
   vd DL[kMaxNodes];
@@ -953,8 +952,7 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   for (int j = 0; j < n; ++j) {
     L[j] = vload(ws + j * kLanes);
     S2[j] = S[j] + S[j];
-    X[j] = S[j] * M[j];
-    XmL[j] = X[j] - L[j];
+    XmL[j] = S[j] * M[j] - L[j];  // as the forward pass
     DX[j] = DL[j] = DW[j] = splat(0);
   }
   // dM, dS of node j from its sums: L = log(max(M, 1e-12)) passes 1/M where M >= 1e-12
@@ -1001,10 +999,10 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
           const vd dw = dw_of(j, S2[j] * a + 1.0);
           // d w / d o = 2 S sign(o) (0 at o = 0): the sign of o flips dw * 2S
           const vd t = as_d((as_i(dw * S2[j]) ^ (as_i(o) & sign_bit)) & ~eq(o, splat(0)));
-          grow[j] = dR * (L[j] * g1 + X[j] * g) + t;
+          grow[j] = dR * (L[j] + g * XmL[j]) + t;
           DW[j] += dw * a;
         } else {
-          grow[j] = dR * (L[j] * g1 + X[j] * g);
+          grow[j] = dR * (L[j] + g * XmL[j]);
         }
         DX[j] += o * dRg;
         DL[j] += o * dRg1;
