@@ -1055,10 +1055,13 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
   store_row(out.g, 0, d, dgate, stream);
 }
 
-// Outputs (gradients; the workspace) at least this large (a core's L2 cache or more) are written
-// non-temporally: whole cache lines that bypass the caches (no read for ownership), since the batch's other
-// blocks would evict them before they are read.
+// Gradients at least this large (a core's L2 cache or more) are written non-temporally: whole cache lines
+// that bypass the caches (no read for ownership), since the batch's other blocks would evict them before
+// they are read. The workspace, which the backward pass reads back, is streamed only from
+// kStreamWorkspaceBytes on (below, the last-level cache may still hold it then: 7% faster at depth 4, 8,192
+// DAGs, 2 threads).
 inline constexpr std::int64_t kStreamBytes = std::int64_t{1} << 20;
+inline constexpr std::int64_t kStreamWorkspaceBytes = std::int64_t{8} << 20;
 inline std::int64_t blocks(std::int64_t count) { return (count + kLanes - 1) / kLanes; }
 inline int workspace_per_dag(Semantics sem, int d, int n) {
   return sem == Semantics::exact ? exact_workspace(d, n) : reference_workspace(d, n);
@@ -1082,8 +1085,8 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const int n = p.nodes();
   const std::int64_t count = p.count();
   const std::int64_t wb = static_cast<std::int64_t>(workspace_per_dag(sem, d, n)) * kLanes;
-  const bool stream =
-      ws != nullptr && blocks(count) * wb * static_cast<std::int64_t>(sizeof(double)) >= kStreamBytes;
+  const bool stream = ws != nullptr &&
+                      blocks(count) * wb * static_cast<std::int64_t>(sizeof(double)) >= kStreamWorkspaceBytes;
   parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     Ahead ahead = inputs_ahead(p, d, n);
     for (std::int64_t k = b; k < e; ++k) {
