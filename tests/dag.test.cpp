@@ -241,6 +241,39 @@ TEST_CASE("the fused executor equals its composed twin: values and every gradien
 // On random plans the reference's log sign tanh(P / 1e-4) is saturated (P is a product of factors near 1),
 // so its gradient is 0 there and the tests above never see it. Here step 0's P = (2 S0 |o0| + 1)(2 S1 |o1|
 // + 1) = 0.1 * 0.0007 = 7e-5 (tanh(0.7)), with o's signs in all four combinations (d w / d o = 2 S sign o).
+namespace {
+// Runs the fused reference executor and its composed twin on `in` with a ones output gradient, checks the
+// values (1e-12) and the four input gradients (1e-10 of the largest) against the composed ones and the
+// fused executor against finite differences; returns the fused executor's input gradients.
+std::vector<Tensor<double>> checked_reference_grads(const std::vector<Tensor<double>>& in) {
+  std::vector<Var<double>> a;
+  std::vector<Var<double>> b;
+  for (const auto& t : in) {
+    a.emplace_back(t.clone(), true);
+    b.emplace_back(t.clone(), true);
+  }
+  const auto ya = dag::execute(a[0], a[1], a[2], a[3], Semantics::reference);
+  const auto yb = dag::execute_composed(b[0], b[1], b[2], b[3], Semantics::reference);
+  CHECK(max(abs(ya.value() - yb.value())).item() <= 1e-12 * max(abs(yb.value())).item());
+  ya.backward(Tensor<double>::ones(ya.value().shape()));
+  yb.backward(Tensor<double>::ones(yb.value().shape()));
+  std::vector<Tensor<double>> grads;
+  for (std::size_t k = 0; k < 4; ++k) {
+    INFO("input " << k);
+    CHECK(max(abs(a[k].grad() - b[k].grad())).item() <= 1e-10 * max(abs(b[k].grad())).item());
+    grads.push_back(a[k].grad());
+  }
+  const auto r = grad_check(
+      [](const std::vector<Var<double>>& v) {
+        return dag::execute(v[0], v[1], v[2], v[3], Semantics::reference);
+      },
+      in, {1e-7, 1e-5, 1e-7});
+  INFO(r.report);
+  CHECK(r.ok);
+  return grads;
+}
+}  // namespace
+
 TEST_CASE("reference executor: gradients through an unsaturated log sign", "[dag]") {
   const int d = 2;
   const int n = 4;
@@ -257,32 +290,11 @@ TEST_CASE("reference executor: gradients through an unsaturated log sign", "[dag
   }
   const std::vector<Tensor<double>> in{Tensor<double>::from(vm, {4, n}), Tensor<double>::from(vs, {4, n}),
                                        Tensor<double>::from(o, {4, d, n}), Tensor<double>::from(g, {4, d})};
-  std::vector<Var<double>> a;
-  std::vector<Var<double>> b;
-  for (const auto& t : in) {
-    a.emplace_back(t.clone(), true);
-    b.emplace_back(t.clone(), true);
-  }
-  const auto ya = dag::execute(a[0], a[1], a[2], a[3], Semantics::reference);
-  const auto yb = dag::execute_composed(b[0], b[1], b[2], b[3], Semantics::reference);
-  CHECK(max(abs(ya.value() - yb.value())).item() <= 1e-12 * max(abs(yb.value())).item());
-  ya.backward(Tensor<double>::ones({4}));
-  yb.backward(Tensor<double>::ones({4}));
-  for (std::size_t k = 0; k < 4; ++k) {
-    INFO("input " << k);
-    CHECK(max(abs(a[k].grad() - b[k].grad())).item() <= 1e-10 * max(abs(b[k].grad())).item());
-  }
+  const auto grads = checked_reference_grads(in);
   // the sign factors' gradient is there and large: d y / d o1 of step 0 differs with o1's sign
-  const auto go = a[2].grad();
+  const auto& go = grads[2];
   CHECK(std::abs(go.at({0, 0, 1})) > 1.0);
   CHECK(go.at({0, 0, 1}) * go.at({2, 0, 1}) < 0);
-  const auto r = grad_check(
-      [](const std::vector<Var<double>>& v) {
-        return dag::execute(v[0], v[1], v[2], v[3], Semantics::reference);
-      },
-      in, {1e-7, 1e-5, 1e-7});
-  INFO(r.report);
-  CHECK(r.ok);
 }
 
 // The sign factors' gradient dP * prod_{k != j} w_k is P / w_j where P is a normal number and the product of
@@ -314,21 +326,8 @@ TEST_CASE("reference executor: a sign factor of exactly zero beside dividing and
   const std::vector<Tensor<double>> in{
       Tensor<double>::from(vm, {count, n}), Tensor<double>::from(vs, {count, n}),
       Tensor<double>::from(o, {count, d, n}), Tensor<double>::from(g, {count, d})};
-  std::vector<Var<double>> a;
-  std::vector<Var<double>> b;
-  for (const auto& t : in) {
-    a.emplace_back(t.clone(), true);
-    b.emplace_back(t.clone(), true);
-  }
-  const auto ya = dag::execute(a[0], a[1], a[2], a[3], Semantics::reference);
-  const auto yb = dag::execute_composed(b[0], b[1], b[2], b[3], Semantics::reference);
-  ya.backward(Tensor<double>::ones({count}));
-  yb.backward(Tensor<double>::ones({count}));
-  for (std::size_t k = 0; k < 4; ++k) {
-    INFO("input " << k);
-    CHECK(max(abs(a[k].grad() - b[k].grad())).item() <= 1e-10 * max(abs(b[k].grad())).item());
-  }
-  const auto go = a[2].grad();
+  const auto grads = checked_reference_grads(in);
+  const auto& go = grads[2];
   // the zero factor's own coefficient gets dP * w_1 * 2S sign(o): large, with o's sign flipping it
   CHECK(std::abs(go.at({0, 0, 0})) > 50.0);
   CHECK(go.at({0, 0, 0}) * go.at({3, 0, 0}) < 0);
@@ -339,16 +338,9 @@ TEST_CASE("reference executor: a sign factor of exactly zero beside dividing and
     dag::execute(c[0], c[1], c[2], c[3], Semantics::reference).backward(Tensor<double>::ones({1}));
     for (std::size_t k = 0; k < 4; ++k) {
       INFO("input " << k);
-      CHECK(c[k].grad().to_vector() == a[k].grad().narrow(0, i, 1).to_vector());
+      CHECK(c[k].grad().to_vector() == grads[k].narrow(0, i, 1).to_vector());
     }
   }
-  const auto r = grad_check(
-      [](const std::vector<Var<double>>& v) {
-        return dag::execute(v[0], v[1], v[2], v[3], Semantics::reference);
-      },
-      in, {1e-7, 1e-5, 1e-7});
-  INFO(r.report);
-  CHECK(r.ok);
 }
 
 // backward reads the workspace that forward saved: a retained graph must find it intact the second time.
