@@ -35,7 +35,7 @@
 // compiler may use AVX (e.g. -march=native), else 4 (SSE2, NEON). exp and log are fdlibm's algorithms on
 // vectors (error < 1 ulp; lanes outside their fast range go to std::exp/std::log); tanh saturates to +-1
 // from |x| >= 20 on and is computed on vectors below (a few ulp). A batch that is not a multiple of kLanes
-// fills its last block with copies of its last DAG (computed, and stored again with the same values).
+// runs its last block on a padded copy (the block's DAGs, then copies of the last one).
 // Double-double steps run lane by lane. With AVX, rows of O and of the gradients move four doubles at a
 // time (transposed in registers), and gradients of large batches are stored non-temporally. The forward
 // pass saves per block a small workspace of the values the backward pass needs (no copy of O, which the
@@ -113,7 +113,8 @@ DAGPT_DAG_OP(vi, std::int64_t, ^)
 DAGPT_DAG_INLINE vd operator-(vd x) { return {-x.a, -x.b}; }
 DAGPT_DAG_INLINE vi operator~(vi x) { return {~x.a, ~x.b}; }
 DAGPT_DAG_INLINE vi operator<<(vi x, int k) { return {x.a << k, x.b << k}; }
-DAGPT_DAG_INLINE vi operator>>(vi x, int k) { return {x.a >> k, x.b >> k}; }
+typedef std::uint64_t vun __attribute__((vector_size(8 * kHalf)));
+DAGPT_DAG_INLINE vi srl(vi x, int k) { return {(vmn)((vun)x.a >> k), (vmn)((vun)x.b >> k)}; }  // logical
 
 DAGPT_DAG_INLINE vd splat(double x) { return {vn{} + x, vn{} + x}; }  // +0 + x: splat(-0.0) is +0
 DAGPT_DAG_INLINE vi splati(std::int64_t x) { return {vmn{} + x, vmn{} + x}; }
@@ -198,39 +199,35 @@ DAGPT_DAG_INLINE void vstore(double* p, vd v, bool stream) {
   vstore(p, v);
 }
 
-// The scalar results for the rare lanes that the vector paths do not cover (kept out of line, so that
-// the hot paths need no call and no register spill).
+// The scalar results for the rare lanes that the vector paths do not cover: out of line, taking x and the
+// mask in vector registers (as a vd they would be copied to memory on the hot path too).
 enum class Libm { log, exp };
-[[gnu::noinline, gnu::cold]] inline void fix_lanes(Libm f, const double* x, const std::int64_t* ok,
-                                                   double* r) {
+template <Libm F>
+[[gnu::noinline, gnu::cold]] void fix_lanes(vn x0, vn x1, vmn ok0, vmn ok1, vd* r) {
+  const vd x{x0, x1};
+  const vi ok{ok0, ok1};
   for (int l = 0; l < kLanes; ++l) {
-    if (ok[l] == 0) r[l] = f == Libm::log ? std::log(x[l]) : std::exp(x[l]);
+    if (lane(ok, l) == 0) set_lane(*r, l, F == Libm::log ? std::log(lane(x, l)) : std::exp(lane(x, l)));
   }
 }
 template <Libm F>
 DAGPT_DAG_INLINE vd fixed(vd r, vd x, vi ok) {
   if (!all(ok)) {
-    double xs[kLanes];
-    double rs[kLanes];
-    std::int64_t oks[kLanes];
-    std::memcpy(xs, &x, sizeof xs);
-    std::memcpy(rs, &r, sizeof rs);
-    std::memcpy(oks, &ok, sizeof oks);
-    fix_lanes(F, xs, oks, rs);
-    std::memcpy(&r, rs, sizeof rs);
+    vd out = r;
+    fix_lanes<F>(x.a, x.b, ok.a, ok.b, &out);
+    return out;
   }
   return r;
 }
 
 // log(x) for positive normal x (fdlibm's e_log.c on vectors; error < 1 ulp).
 DAGPT_DAG_INLINE vd vlog_normal(vd x) {
+  // x = m 2^e with m in [sqrt(2)/2, sqrt(2)): adding this constant to x's bits carries into the exponent
+  // field exactly where x's significand is >= sqrt(2) (then m is it halved)
   const vi bits = as_i(x);
-  vi ex = bits >> 52;
-  vd m = as_d((bits & splati(0x000FFFFFFFFFFFFF)) | splati(0x3FF0000000000000));  // [1, 2)
-  const vi big = lt(splat(M_SQRT2), m);
-  m = sel(big, m * 0.5, m);  // [sqrt(2)/2, sqrt(2))
-  ex -= big;                 // + 1 where halved
-  const vd e = (as_d(ex | splati(0x4330000000000000)) - 4503599627370496.0) - 1023.0;
+  const vi u = bits + splati(0x3FF0000000000000 - 0x3FE6A09E667F3BCD);
+  const vd m = as_d(bits - ((u & splati(-(std::int64_t{1} << 52))) - splati(0x3FF0000000000000)));
+  const vd e = as_d(srl(u, 52) | splati(0x4330000000000000)) - 4503599627371519.0;  // 2^52 + 1023
   const vd f = m - 1.0;
   const vd s = f / (2.0 + f);
   const vd z = s * s;
@@ -244,9 +241,14 @@ DAGPT_DAG_INLINE vd vlog_normal(vd x) {
   const vd hfsq = 0.5 * f * f;
   return e * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + r) + e * 1.90821492927058770002e-10)) - f);
 }
+// The other lanes' results come from std::log (the vector path's values there are discarded).
 DAGPT_DAG_INLINE vd vlog(vd x) {
-  const vi ok = le(splat(DBL_MIN), x) & le(x, splat(DBL_MAX));
-  return fixed<Libm::log>(vlog_normal(sel(ok, x, splat(1))), x, ok);
+  return fixed<Libm::log>(vlog_normal(x), x, le(splat(DBL_MIN), x) & le(x, splat(DBL_MAX)));
+}
+// log(max(x, lo)) for lo >= DBL_MIN (NaN stays NaN).
+DAGPT_DAG_INLINE vd vlog_max(vd x, double lo) {
+  const vd y = vmax(x, splat(lo));
+  return fixed<Libm::log>(vlog_normal(y), y, le(y, splat(DBL_MAX)));
 }
 
 // fdlibm's e_exp.c kernel: c with exp(r) = 1 + r + r c / (2 - c), |r| <= ln(2)/2.
@@ -270,9 +272,8 @@ DAGPT_DAG_INLINE vd vexp_core(vd x) {
   const vd y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
   return y * as_d((k + 1023) << 52);  // |k| <= 1022: 2^k is a normal number
 }
-DAGPT_DAG_INLINE vd vexp(vd x) {
-  const vi ok = le(vabs(x), splat(708));
-  return fixed<Libm::exp>(vexp_core(sel(ok, x, splat(0))), x, ok);
+DAGPT_DAG_INLINE vd vexp(vd x) {  // the other lanes' results come from std::exp
+  return fixed<Libm::exp>(vexp_core(x), x, le(vabs(x), splat(708)));
 }
 
 // tanh, exactly +-1 from |x| >= 20 on (the reference's saturation). Below: -expm1(-2|x|) / (2 + expm1(-2|x|))
@@ -336,46 +337,111 @@ DAGPT_DAG_INLINE void vparity(vd o, bool reduce, vd& weight, vd& grad) {
   grad = as_d((((as_i(o) & sign_bit) ^ (~rising & sign_bit)) | as_i(splat(1))) & ~eq(o, splat(0)));
 }
 
-// A block of kLanes DAGs: row pointers per lane; lanes past the batch point at its last DAG.
+// One input's rows in a block of kLanes consecutive DAGs: lane l's row at p[l] (p[0] null: not wanted, for
+// gradients). A batch's last block, when partial, runs on a padded copy (PaddedBlock).
 template <typename P>
-struct Rows {
-  P* vmag[kLanes];
-  P* vsign[kLanes];
-  P* o[kLanes];
-  P* g[kLanes];
+struct Lanes {
+  P* p[kLanes];
+  std::int64_t len;  // a row's elements
+  DAGPT_DAG_INLINE P* operator[](int l) const { return p[l]; }
+  DAGPT_DAG_INLINE P* const* from(int l) const { return p + l; }  // lanes l, l + 1, ...
+  void next() {  // the next block's rows (as integers: GCC vectorizes those additions, not the pointers')
+    if (p[0] == nullptr) return;
+    std::uintptr_t a[kLanes];
+    std::memcpy(a, p, sizeof a);
+    for (auto& x : a) x += static_cast<std::uintptr_t>(kLanes * len) * sizeof(P);
+    std::memcpy(p, a, sizeof a);
+  }
 };
 template <typename P>
-DAGPT_DAG_INLINE void lane_rows(P** r, P* base, std::int64_t b, std::int64_t count, std::int64_t len) {
-  if (base == nullptr) {
-    for (int l = 0; l < kLanes; ++l) r[l] = nullptr;
-  } else if (b + kLanes <= count) {
-    for (int l = 0; l < kLanes; ++l) r[l] = base + (b + l) * len;
-  } else {
-    for (int l = 0; l < kLanes; ++l) r[l] = base + std::min<std::int64_t>(b + l, count - 1) * len;
+struct Rows {
+  Lanes<P> vmag, vsign, o, g;
+  void next() {
+    vmag.next();
+    vsign.next();
+    o.next();
+    g.next();
   }
-}
+};
+// The full block of DAGs [b, b + kLanes) of contiguous plans (or gradients; null pointers stay null).
 template <typename P>
-Rows<P> rows_at(P* vmag, P* vsign, P* o, P* g, std::int64_t b, std::int64_t count, int d, int n) {
-  Rows<P> r;
-  lane_rows(r.vmag, vmag, b, count, n);
-  lane_rows(r.vsign, vsign, b, count, n);
-  lane_rows(r.o, o, b, count, static_cast<std::int64_t>(d) * n);
-  lane_rows(r.g, g, b, count, d);
-  return r;
+Rows<P> rows_at(P* vmag, P* vsign, P* o, P* g, std::int64_t b, int d, int n) {
+  const auto at = [b](P* x, std::int64_t len) {
+    Lanes<P> r{};
+    r.len = len;
+    if (x != nullptr) {
+      for (int l = 0; l < kLanes; ++l) r.p[l] = x + (b + l) * len;
+    }
+    return r;
+  };
+  return {at(vmag, n), at(vsign, n), at(o, static_cast<std::int64_t>(d) * n), at(g, d)};
 }
 template <typename T>
-DAGPT_DAG_INLINE vd ld(const T* const* p, std::int64_t k) {
+DAGPT_DAG_INLINE vd ld(Lanes<const T> p, std::int64_t k) {
   vd v = splat(0);
   for (int l = 0; l < kLanes; ++l) set_lane(v, l, static_cast<double>(p[l][k]));
   return v;
 }
-// Stores every lane (a padding lane repeats the last DAG, and so stores that DAG's value again); p[0]
-// null means "not wanted".
 template <typename T>
-DAGPT_DAG_INLINE void put(T* const* p, std::int64_t k, vd v) {
-  if (p[0] == nullptr) return;
+DAGPT_DAG_INLINE void put(Lanes<T> p, std::int64_t k, vd v) {
+  if (p.p[0] == nullptr) return;
   for (int l = 0; l < kLanes; ++l) p[l][k] = static_cast<T>(lane(v, l));
 }
+
+// A batch's partial last block: its DAGs' rows copied, then copies of its last DAG up to kLanes lanes
+// (computed like the others); the gradients of its real DAGs are copied back.
+template <typename T>
+class PaddedBlock {
+ public:
+  PaddedBlock(const T* const* in, std::int64_t b, std::int64_t count, int d, int n)
+      : b_(b), real_(count - b), d_(d), n_(n), buf_(2 * static_cast<std::size_t>(kLanes) * per_dag()) {
+    T* q = buf_.data();
+    for (int k = 0; k < 4; ++k) {
+      const std::int64_t len = row_len(k);
+      for (int l = 0; l < kLanes; ++l, q += len) {
+        const T* src = in[k] + (b + std::min<std::int64_t>(l, real_ - 1)) * len;
+        std::copy(src, src + len, q);
+      }
+    }
+  }
+  Rows<const T> inputs() const { return rows(buf_.data()); }
+  // Rows for the gradients of the inputs whose pointer in `out` is not null.
+  Rows<T> grads(T* const* out) {
+    Rows<T> r = rows(buf_.data() + kLanes * per_dag());
+    Lanes<T>* x[4] = {&r.vmag, &r.vsign, &r.o, &r.g};
+    for (int k = 0; k < 4; ++k) {
+      if (out[k] == nullptr) *x[k] = Lanes<T>{};
+    }
+    return r;
+  }
+  void copy_grads(T* const* out) const {
+    const T* q = buf_.data() + kLanes * per_dag();
+    for (int k = 0; k < 4; ++k) {
+      const std::int64_t len = row_len(k);
+      if (out[k] != nullptr) std::copy(q, q + real_ * len, out[k] + b_ * len);
+      q += kLanes * len;
+    }
+  }
+
+ private:
+  std::int64_t row_len(int k) const {
+    return k < 2 ? n_ : (k == 2 ? static_cast<std::int64_t>(d_) * n_ : d_);
+  }
+  std::int64_t per_dag() const {
+    return 2 * static_cast<std::int64_t>(n_) + static_cast<std::int64_t>(d_) * n_ + d_;
+  }
+  template <typename P>
+  Rows<P> rows(P* base) const {  // the buffer's rows are those of a batch of kLanes DAGs
+    const std::int64_t on = static_cast<std::int64_t>(d_) * n_;
+    return rows_at<P>(base, base + kLanes * n_, base + 2 * kLanes * n_, base + kLanes * (2 * n_ + on), 0, d_,
+                      n_);
+  }
+  std::int64_t b_;
+  std::int64_t real_;
+  int d_;
+  int n_;
+  std::vector<T> buf_;  // inputs, then gradients, each input's kLanes rows back to back
+};
 
 // The memory of the next block (its rows of the four inputs: one contiguous region each, as a block's rows
 // are consecutive DAGs; and its workspace in the backward pass), which the hardware prefetchers fetch too
@@ -494,15 +560,15 @@ DAGPT_DAG_INLINE void store4(double* const* q, std::int64_t at, vn a, vn b, vn c
 // out[j] = element base + j of every lane, j < na (rows hold n >= na elements; out may receive up to three
 // entries past na - 1).
 template <typename T>
-DAGPT_DAG_INLINE void load_row(const T* const* p, std::int64_t base, int na, int n, vd* out) {
+DAGPT_DAG_INLINE void load_row(Lanes<const T> p, std::int64_t base, int na, int n, vd* out) {
   int j = 0;
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, double>) {
     for (; j < na && j + 4 <= n; j += 4) {
       vn lo[4];
       vn hi[4];
-      load4(p, base + j, lo);
-      load4(p + 4, base + j, hi);
+      load4(p.p, base + j, lo);
+      load4(p.from(4), base + j, hi);
       for (int k = 0; k < 4; ++k) out[j + k] = vd{lo[k], hi[k]};
     }
   }
@@ -537,20 +603,20 @@ DAGPT_DAG_INLINE void store8(double* const* q, std::int64_t at, vn a0, vn a1, vn
 // Element base + j of every lane = v[j], j < n; streamed (non-temporal) by whole cache lines where
 // aligned when `stream`.
 template <typename T>
-DAGPT_DAG_INLINE void store_row(T* const* p, std::int64_t base, int n, const vd* v, bool stream) {
-  if (p[0] == nullptr) return;
+DAGPT_DAG_INLINE void store_row(Lanes<T> p, std::int64_t base, int n, const vd* v, bool stream) {
+  if (p.p[0] == nullptr) return;
   int j = 0;
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, double>) {
     for (; j + 8 <= n; j += 8) {
-      store8(p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a, v[j + 4].a, v[j + 5].a, v[j + 6].a,
+      store8(p.p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a, v[j + 4].a, v[j + 5].a, v[j + 6].a,
              v[j + 7].a, stream);
-      store8(p + 4, base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b, v[j + 4].b, v[j + 5].b, v[j + 6].b,
-             v[j + 7].b, stream);
+      store8(p.from(4), base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b, v[j + 4].b, v[j + 5].b,
+             v[j + 6].b, v[j + 7].b, stream);
     }
     for (; j + 4 <= n; j += 4) {
-      store4(p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a);  // a row's tail: cached stores
-      store4(p + 4, base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b);
+      store4(p.p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a);  // a row's tail: cached stores
+      store4(p.from(4), base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b);
     }
   }
 #else
@@ -885,7 +951,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
   load_row(in.vmag, 0, n_init, n, M);
   load_row(in.vsign, 0, n_init, n, S);
   for (int j = 0; j < n_init; ++j) {
-    L[j] = vlog(vmax(M[j], splat(1e-12)));
+    L[j] = vlog_max(M[j], 1e-12);
     XmL[j] = S[j] * M[j] - L[j];
     S2[j] = S[j] + S[j];
   }
@@ -907,7 +973,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
     const vd slog = vtanh_scaled(P);
     const vd emag = vexp(vmin(R, splat(100)));
     reference_node(g, R, slin, slog, emag, M[na], S[na]);
-    L[na] = st + 1 < d ? vlog(vmax(M[na], splat(1e-12))) : splat(0);
+    L[na] = st + 1 < d ? vlog_max(M[na], 1e-12) : splat(0);
     XmL[na] = S[na] * M[na] - L[na];
     S2[na] = S[na] + S[na];
     if (ws != nullptr) {
@@ -1088,17 +1154,27 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const std::int64_t wb = static_cast<std::int64_t>(workspace_per_dag(sem, d, n)) * kLanes;
   const bool stream = ws != nullptr &&
                       blocks(count) * wb * static_cast<std::int64_t>(sizeof(double)) >= kStreamWorkspaceBytes;
+  const T* inputs[4] = {p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data()};
+  const std::int64_t full = count / kLanes;  // blocks without padding
   parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     Ahead ahead = inputs_ahead(p, d, n);
+    Rows<const T> rows = rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b < full ? b * kLanes : 0, d, n);
     for (std::int64_t k = b; k < e; ++k) {
       ahead.set_block(k + 1 < e ? k + 1 : -1);
-      const auto in =
-          rows_at<const T>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), k * kLanes, count, d, n);
+      const std::int64_t i = k * kLanes;
       double* w = ws != nullptr ? ws + k * wb : nullptr;
-      const vd v = sem == Semantics::exact ? exact_forward(d, n - d, in, w, stream, ahead)
-                                           : reference_forward(d, n - d, in, w, stream, ahead);
-      for (int l = 0; l < kLanes && k * kLanes + l < count; ++l)
-        out[k * kLanes + l] = static_cast<T>(lane(v, l));
+      const auto run = [&](const Rows<const T>& in) {
+        return sem == Semantics::exact ? exact_forward(d, n - d, in, w, stream, ahead)
+                                       : reference_forward(d, n - d, in, w, stream, ahead);
+      };
+      vd v;
+      if (k < full) {
+        v = run(rows);
+        if (k + 1 < full) rows.next();
+      } else {
+        v = run(PaddedBlock<T>(inputs, i, count, d, n).inputs());
+      }
+      for (int l = 0; l < kLanes && i + l < count; ++l) out[i + l] = static_cast<T>(lane(v, l));
     }
     if (stream) stream_fence();
   });
@@ -1158,22 +1234,42 @@ class Executor : public Function<T> {
     const T* gp = g.data();
     // Large gradients bypass the cache (they are written once and read by the next step's optimizer).
     const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= detail::kStreamBytes;
+    const std::int64_t full = count / detail::kLanes;  // blocks without padding
     parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       detail::Ahead ahead = detail::inputs_ahead(p, d, n);
       ahead.add(ws, wb, detail::blocks(count) * wb);
+      const std::int64_t b0 = b < full ? b * detail::kLanes : 0;
+      auto in_rows = detail::rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b0, d, n);
+      auto grad_rows = detail::rows_at(ptr[0], ptr[1], ptr[2], ptr[3], b0, d, n);
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
         ahead.set_block(k + 1 < e ? k + 1 : -1);
-        const auto in = detail::rows_at<const T>(inputs[0], inputs[1], inputs[2], inputs[3], i, count, d, n);
-        const auto gr = detail::rows_at<T>(ptr[0], ptr[1], ptr[2], ptr[3], i, count, d, n);
         detail::vd go = detail::splat(0);
-        for (int l = 0; l < detail::kLanes; ++l)
-          detail::set_lane(go, l, static_cast<double>(gp[std::min(i + l, count - 1)]));
+        if constexpr (std::is_same_v<T, double>) {
+          if (k < full) go = detail::vload(gp + i);
+        }
+        if (!std::is_same_v<T, double> || k >= full) {
+          for (int l = 0; l < detail::kLanes; ++l)
+            detail::set_lane(go, l, static_cast<double>(gp[std::min(i + l, count - 1)]));
+        }
         const double* w = ws + k * wb;
-        if (sem_ == Semantics::exact) {
-          detail::exact_backward(d, n - d, in, w, go, gr, ahead, stream);
+        const auto run = [&](const detail::Rows<const T>& in, const detail::Rows<T>& gr, bool streamed) {
+          if (sem_ == Semantics::exact) {
+            detail::exact_backward(d, n - d, in, w, go, gr, ahead, streamed);
+          } else {
+            detail::reference_backward(d, n - d, in, w, go, gr, ahead, streamed);
+          }
+        };
+        if (k < full) {
+          run(in_rows, grad_rows, stream);
+          if (k + 1 < full) {
+            in_rows.next();
+            grad_rows.next();
+          }
         } else {
-          detail::reference_backward(d, n - d, in, w, go, gr, ahead, stream);
+          detail::PaddedBlock<T> pad(inputs, i, count, d, n);
+          run(pad.inputs(), pad.grads(ptr), false);
+          pad.copy_grads(ptr);
         }
       }
       detail::stream_fence();
