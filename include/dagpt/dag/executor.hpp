@@ -447,30 +447,35 @@ class PaddedBlock {
 // are consecutive DAGs; and its workspace in the backward pass), which the hardware prefetchers fetch too
 // late when eight rows are read side by side. Each step of a block prefetches two slices of it (at its
 // start and half way): requesting it all at once (~200 lines at depth 8) fills the core's miss buffers and
-// stalls its loads.
+// stalls its loads. Slices are whole groups of four lines, from a region's first line on: a slice may reach
+// a few lines past its block, or past the array's end (a prefetch never faults), and costs no bounds.
 class Ahead {
  public:
   explicit Ahead(int parts) : parts_(parts) {}
-  // A region of `per_block` elements per block, `total` in all, from p: sliced in `parts` when large,
-  // else prefetched whole with slice 0 (a slice has a cost of its own).
+  // A region of `per_block` elements per block from p: sliced in `parts` when large, else prefetched whole
+  // with slice 0 (a slice has a cost of its own).
   template <typename T>
-  void add(const T* p, std::int64_t per_block, std::int64_t total) {
+  void add(const T* p, std::int64_t per_block) {
     Region g;
     g.base = reinterpret_cast<const char*>(p);
     g.per_block = per_block * static_cast<std::int64_t>(sizeof(T));
-    g.total = total * static_cast<std::int64_t>(sizeof(T));
+    // a block's lines, and one more where blocks may start mid-line
+    const bool aligned = reinterpret_cast<std::uintptr_t>(p) % 64 == 0 && g.per_block % 64 == 0;
+    const std::int64_t lines = (g.per_block + 63) / 64 + (aligned ? 0 : 1);
     const bool whole = g.per_block < 64 * 4 * parts_;
-    g.chunk = whole ? g.per_block : ((g.per_block + parts_ - 1) / parts_ + 63) & ~std::int64_t{63};
+    g.groups = ((whole ? lines : (lines + parts_ - 1) / parts_) + 3) / 4;
     (whole ? whole_[n_whole_++] : sliced_[n_sliced_++]) = g;
   }
   // The block to prefetch (-1: none).
   void set_block(std::int64_t k) {
+    on_ = k >= 0;
     for (int r = 0; r < n_sliced_; ++r) sliced_[r].set_block(k);
     for (int r = 0; r < n_whole_; ++r) whole_[r].set_block(k);
   }
-  // Slice i of the block (i < parts): its lines [i * chunk, (i + 1) * chunk) of every sliced region, and
+  // Slice i of the block (i < parts): its groups [i * groups, (i + 1) * groups) of every sliced region, and
   // with i = 0 the whole of the others.
   DAGPT_DAG_INLINE void slice(int i) const {
+    if (!on_) return;
     for (int r = 0; r < n_sliced_; ++r) sliced_[r].prefetch(i);
     if (i == 0) {
       for (int r = 0; r < n_whole_; ++r) whole_[r].prefetch(0);
@@ -481,25 +486,23 @@ class Ahead {
   struct Region {
     const char* base = nullptr;
     std::int64_t per_block = 0;  // bytes
-    std::int64_t total = 0;
-    std::int64_t chunk = 0;
-    const char* at = nullptr;  // the block's part
-    const char* end = nullptr;
+    std::int64_t groups = 0;     // of four lines, per slice
+    std::uintptr_t at = 0;       // the block's first line
     void set_block(std::int64_t k) {
-      const std::int64_t lo = k < 0 ? 0 : k * per_block;
-      at = base + lo;
-      end = k < 0 ? at : base + std::min(lo + per_block, total);
+      at = (reinterpret_cast<std::uintptr_t>(base) +
+            static_cast<std::uintptr_t>(std::max<std::int64_t>(k, 0)) *
+                static_cast<std::uintptr_t>(per_block)) &
+           ~std::uintptr_t{63};
     }
     DAGPT_DAG_INLINE void prefetch(int i) const {
-      const char* c = at + i * chunk;
-      const char* e = std::min(c + chunk, end);
-      for (; c + 192 < e; c += 256) {  // four lines per turn: the loop would be most of the cost
-        __builtin_prefetch(c);
-        __builtin_prefetch(c + 64);
-        __builtin_prefetch(c + 128);
-        __builtin_prefetch(c + 192);
+      std::uintptr_t c = at + static_cast<std::uintptr_t>(i * groups) * 256;
+      for (std::int64_t q = 0; q < groups;
+           ++q, c += 256) {  // four lines per turn: the loop would be most of the cost
+        __builtin_prefetch(reinterpret_cast<const char*>(c));
+        __builtin_prefetch(reinterpret_cast<const char*>(c + 64));
+        __builtin_prefetch(reinterpret_cast<const char*>(c + 128));
+        __builtin_prefetch(reinterpret_cast<const char*>(c + 192));
       }
-      for (; c < e; c += 64) __builtin_prefetch(c);
     }
   };
   Region sliced_[5];
@@ -507,16 +510,16 @@ class Ahead {
   int n_sliced_ = 0;
   int n_whole_ = 0;
   int parts_;
+  bool on_ = false;
 };
 // The four inputs' regions, sliced in 2d parts (two per step).
 template <typename T>
 Ahead inputs_ahead(const DagPlan<T>& p, int d, int n) {
   Ahead a(2 * d);
-  const std::int64_t c = p.count();
-  a.add(p.O.data(), kLanes * d * n, c * d * n);
-  a.add(p.V_mag.data(), kLanes * n, c * n);
-  a.add(p.V_sign.data(), kLanes * n, c * n);
-  a.add(p.G.data(), kLanes * d, c * d);
+  a.add(p.O.data(), kLanes * d * n);
+  a.add(p.V_mag.data(), kLanes * n);
+  a.add(p.V_sign.data(), kLanes * n);
+  a.add(p.G.data(), kLanes * d);
   return a;
 }
 
@@ -1237,7 +1240,7 @@ class Executor : public Function<T> {
     const std::int64_t full = count / detail::kLanes;  // blocks without padding
     parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       detail::Ahead ahead = detail::inputs_ahead(p, d, n);
-      ahead.add(ws, wb, detail::blocks(count) * wb);
+      ahead.add(ws, wb);
       const std::int64_t b0 = b < full ? b * detail::kLanes : 0;
       auto in_rows = detail::rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b0, d, n);
       auto grad_rows = detail::rows_at(ptr[0], ptr[1], ptr[2], ptr[3], b0, d, n);
