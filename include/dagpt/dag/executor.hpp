@@ -48,6 +48,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -523,6 +524,42 @@ Ahead inputs_ahead(const DagPlan<T>& p, int d, int n) {
   return a;
 }
 
+// Blocks [0, n) over the threads, f(b, e) per run of consecutive blocks: each thread takes its own share
+// (as a static schedule: the same blocks in the forward and the backward pass, whose workspace its cache
+// may still hold) from the front, a chunk at a time, then helps the others with the rest of theirs. A
+// thread that the machine slows down (a shared or virtual CPU) would else make the others wait at the
+// region's end: 10-25% of the backward pass's time on this project's 2-core VM.
+template <typename F>
+void parallel_blocks(std::int64_t n, std::int64_t work, F&& f) {
+  if (n <= 0) return;
+  if (!parallel_worthwhile(work) || n == 1) {
+    f(std::int64_t{0}, n);
+    return;
+  }
+#ifdef _OPENMP
+  struct alignas(64) Share {  // a cache line each: the owner's claims do not disturb the others'
+    std::atomic<std::int64_t> next{0};
+    std::int64_t end = 0;
+  };
+  const int nt = omp_get_max_threads();
+  std::vector<Share> shares(static_cast<std::size_t>(nt));
+  for (int t = 0; t < nt; ++t) {
+    shares[static_cast<std::size_t>(t)].next = n * t / nt;
+    shares[static_cast<std::size_t>(t)].end = n * (t + 1) / nt;
+  }
+  const std::int64_t chunk = std::clamp<std::int64_t>(n / (16 * nt), 1, 64);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    for (int k = 0; k < nt; ++k) {  // its own share first (k = 0), then the others'
+      Share& s = shares[static_cast<std::size_t>((t + k) % nt)];
+      for (std::int64_t b; (b = s.next.fetch_add(chunk, std::memory_order_relaxed)) < s.end;)
+        f(b, std::min(b + chunk, s.end));
+    }
+  }
+#endif
+}
+
 inline void stream_fence() {
 #if defined(__AVX__) || defined(__SSE2__)
   _mm_sfence();
@@ -585,15 +622,17 @@ DAGPT_DAG_INLINE void load_row(Lanes<const T> p, std::int64_t base, int na, int 
 // the four rows), each row's eight doubles written back to back: a whole 64-byte line, so that a
 // non-temporal store never leaves a line half written (a partial line goes to memory as a slow
 // read-modify-write once the write-combining buffers run out: eight rows are written side by side).
+enum class Stream { none, aligned, all };  // non-temporal stores: none, the rows that are aligned, all rows
 DAGPT_DAG_INLINE void store8(double* const* q, std::int64_t at, vn a0, vn a1, vn a2, vn a3, vn b0, vn b1,
-                             vn b2, vn b3, bool stream) {
+                             vn b2, vn b3, Stream stream) {
   transpose4(a0, a1, a2, a3);
   transpose4(b0, b1, b2, b3);
   const vn lo[4] = {a0, a1, a2, a3};
   const vn hi[4] = {b0, b1, b2, b3};
   for (int l = 0; l < 4; ++l) {
     double* t = q[l] + at;
-    if (stream && (reinterpret_cast<std::uintptr_t>(t) & 63U) == 0) {
+    if (stream == Stream::all ||
+        (stream == Stream::aligned && (reinterpret_cast<std::uintptr_t>(t) & 63U) == 0)) {
       _mm256_stream_pd(t, (__m256d)lo[l]);
       _mm256_stream_pd(t + 4, (__m256d)hi[l]);
     } else {
@@ -611,11 +650,16 @@ DAGPT_DAG_INLINE void store_row(Lanes<T> p, std::int64_t base, int n, const vd* 
   int j = 0;
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, double>) {
+    // every row's line aligned (rows of a multiple of 64 bytes): no check per row
+    const bool all =
+        ((reinterpret_cast<std::uintptr_t>(p.p[0] + base) | static_cast<std::uintptr_t>(p.len * 8)) & 63U) ==
+        0;
+    const Stream how = !stream ? Stream::none : (all ? Stream::all : Stream::aligned);
     for (; j + 8 <= n; j += 8) {
       store8(p.p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a, v[j + 4].a, v[j + 5].a, v[j + 6].a,
-             v[j + 7].a, stream);
+             v[j + 7].a, how);
       store8(p.from(4), base + j, v[j].b, v[j + 1].b, v[j + 2].b, v[j + 3].b, v[j + 4].b, v[j + 5].b,
-             v[j + 6].b, v[j + 7].b, stream);
+             v[j + 6].b, v[j + 7].b, how);
     }
     for (; j + 4 <= n; j += 4) {
       store4(p.p, base + j, v[j].a, v[j + 1].a, v[j + 2].a, v[j + 3].a);  // a row's tail: cached stores
@@ -1159,11 +1203,12 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
                       blocks(count) * wb * static_cast<std::int64_t>(sizeof(double)) >= kStreamWorkspaceBytes;
   const T* inputs[4] = {p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data()};
   const std::int64_t full = count / kLanes;  // blocks without padding
-  parallel_for(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
+  const std::int64_t nb = blocks(count);
+  parallel_blocks(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     Ahead ahead = inputs_ahead(p, d, n);
     Rows<const T> rows = rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b < full ? b * kLanes : 0, d, n);
     for (std::int64_t k = b; k < e; ++k) {
-      ahead.set_block(k + 1 < e ? k + 1 : -1);
+      ahead.set_block(k + 1 < nb ? k + 1 : -1);  // past e too: the thread's next chunk, as a rule
       const std::int64_t i = k * kLanes;
       double* w = ws != nullptr ? ws + k * wb : nullptr;
       const auto run = [&](const Rows<const T>& in) {
@@ -1238,7 +1283,8 @@ class Executor : public Function<T> {
     // Large gradients bypass the cache (they are written once and read by the next step's optimizer).
     const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= detail::kStreamBytes;
     const std::int64_t full = count / detail::kLanes;  // blocks without padding
-    parallel_for(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
+    const std::int64_t nb = detail::blocks(count);
+    detail::parallel_blocks(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       detail::Ahead ahead = detail::inputs_ahead(p, d, n);
       ahead.add(ws, wb);
       const std::int64_t b0 = b < full ? b * detail::kLanes : 0;
@@ -1246,7 +1292,7 @@ class Executor : public Function<T> {
       auto grad_rows = detail::rows_at(ptr[0], ptr[1], ptr[2], ptr[3], b0, d, n);
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
-        ahead.set_block(k + 1 < e ? k + 1 : -1);
+        ahead.set_block(k + 1 < nb ? k + 1 : -1);  // past e too: the thread's next chunk, as a rule
         detail::vd go = detail::splat(0);
         if constexpr (std::is_same_v<T, double>) {
           if (k < full) go = detail::vload(gp + i);
