@@ -211,7 +211,9 @@ TEST_CASE("executor gradients match finite differences, both semantics", "[dag]"
 TEST_CASE("the fused executor equals its composed twin: values and every gradient", "[dag]") {
   Generator gen(5, 0);
   for (Semantics sem : {Semantics::exact, Semantics::reference}) {
-    for (int d : {1, 3, 6}) {
+    // depth 12: d * n = 288 > kWholeRows, O's rows and their gradients move step by step
+    static_assert(12 * 24 > dag::detail::kWholeRows);
+    for (int d : {1, 3, 6, 12}) {
       INFO("depth " << d << " reference " << (sem == Semantics::reference));
       const auto in = random_plan(gen, {4, 5}, d, sem == Semantics::reference);
       std::vector<Var<double>> a;

@@ -346,12 +346,13 @@ struct Lanes {
   std::int64_t len;  // a row's elements
   DAGPT_DAG_INLINE P* operator[](int l) const { return p[l]; }
   DAGPT_DAG_INLINE P* const* from(int l) const { return p + l; }  // lanes l, l + 1, ...
-  void next() {  // the next block's rows (as integers: GCC vectorizes those additions, not the pointers')
+  void next() {  // the next block's rows: kLanes additions as one vector of addresses
     if (p[0] == nullptr) return;
-    std::uintptr_t a[kLanes];
-    std::memcpy(a, p, sizeof a);
-    for (auto& x : a) x += static_cast<std::uintptr_t>(kLanes * len) * sizeof(P);
-    std::memcpy(p, a, sizeof a);
+    typedef std::uintptr_t va __attribute__((vector_size(sizeof(std::uintptr_t) * kLanes)));
+    va a;
+    std::memcpy(&a, p, sizeof a);
+    a += static_cast<std::uintptr_t>(kLanes * len) * sizeof(P);
+    std::memcpy(p, &a, sizeof a);
   }
 };
 template <typename P>
@@ -468,6 +469,11 @@ class Ahead {
     (whole ? whole_[n_whole_++] : sliced_[n_sliced_++]) = g;
   }
   // The block to prefetch (-1: none).
+  // The block after the current one (a valid block: k + 1 < blocks).
+  void next_block() {
+    for (int r = 0; r < n_sliced_; ++r) sliced_[r].at += static_cast<std::uintptr_t>(sliced_[r].per_block);
+    for (int r = 0; r < n_whole_; ++r) whole_[r].at += static_cast<std::uintptr_t>(whole_[r].per_block);
+  }
   void set_block(std::int64_t k) {
     on_ = k >= 0;
     for (int r = 0; r < n_sliced_; ++r) sliced_[r].set_block(k);
@@ -975,6 +981,9 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
 // and P (kLanes doubles each). The backward pass reads M, S of the initial slots from the inputs and makes
 // those of the steps' nodes from the step's values (reference_node: the forward pass's expression).
 inline constexpr int kRefStepValues = 5;
+// The reference passes load a block's O rows at its start, and the backward pass stores their gradients at
+// its end, where they fit: d * n <= kWholeRows (one loop over whole lines instead of one per step).
+inline constexpr int kWholeRows = 256;
 inline int reference_workspace(int d, int n) { return n + kRefStepValues * d; }
 inline int reference_step_at(int n, int st) { return n + kRefStepValues * st; }
 DAGPT_DAG_INLINE void reference_node(vd g, vd R, vd slin, vd slog, vd emag, vd& M, vd& S) {
@@ -994,7 +1003,10 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
   vd L[kMaxNodes];
   vd XmL[kMaxNodes];  // S*M - L: mixed = L + g * XmL
   vd S2[kMaxNodes];   // 2*S
-  vd orow[kMaxNodes];
+  // O's rows: all steps' loaded at once where they fit (one loop), else step by step
+  vd orows[kWholeRows];
+  const bool whole = d * n <= kWholeRows;
+  if (whole) load_row(in.o, 0, d * n, d * n, orows);
   load_row(in.vmag, 0, n_init, n, M);
   load_row(in.vsign, 0, n_init, n, S);
   for (int j = 0; j < n_init; ++j) {
@@ -1009,7 +1021,8 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
     const vd g = gates[st];
     vd R = splat(0);
     vd P = splat(1);
-    load_row(in.o, base, na, n, orow);
+    const vd* orow = whole ? orows + base : orows;
+    if (!whole) load_row(in.o, base, na, n, orows);
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
       R += o * (L[j] + g * XmL[j]);
@@ -1075,15 +1088,19 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     dM = DX[j] * S[j] + as_d(as_i(DL[j] / sel(live, M[j], splat(1))) & live);
     dS = 2.0 * DW[j] + DX[j] * M[j];
   };
-  vd grow[kMaxNodes];
+  // The rows of O's gradient: all steps' stored at once at the end where they fit (whole lines, one loop)
+  vd grows[kWholeRows];
+  const bool whole = d * n <= kWholeRows;
   vd dgate[kMaxDepth];
   vd suffix[kMaxNodes + 1];
-  vd orow[kMaxNodes];
+  vd orows[kWholeRows];  // and O's rows, loaded at once where they fit
+  if (whole) load_row(in.o, 0, d * n, d * n, orows);
   vd dSn = gout * M[n - 1];
   vd dMn = gout * S[n - 1];
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
+    vd* grow = whole ? grows + base : grows;
     ahead.slice(2 * st);
     if (st < d - 1) node_grads(na, dMn, dSn);
     const double* sp = ws + reference_step_at(n, st) * kLanes;
@@ -1097,7 +1114,8 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
     dR += dSn * g * (1.0 - slin * slin) / 1e-4;
     const vd dP = dSn * g1 * (1.0 - slog * slog) / 1e-4;
-    load_row(in.o, base, na, n, orow);
+    const vd* orow = whole ? orows + base : orows;
+    if (!whole) load_row(in.o, base, na, n, orows);
     const vd dRg = dR * g;
     const vd dRg1 = dR * g1;
     vd sx = splat(0);
@@ -1153,8 +1171,9 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     dgate[st] = dg + dR * sx;
     for (int j = na; j < n; ++j) grow[j] = splat(0);
     ahead.slice(2 * st + 1);
-    store_row(out.o, base, n, grow, stream);
+    if (!whole) store_row(out.o, base, n, grow, stream);
   }
+  if (whole) store_row(out.o, 0, d * n, grows, stream);
   vd dM[kMaxNodes];
   vd dS[kMaxNodes];
   for (int j = 0; j < n; ++j) {
@@ -1208,7 +1227,11 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
     Ahead ahead = inputs_ahead(p, d, n);
     Rows<const T> rows = rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b < full ? b * kLanes : 0, d, n);
     for (std::int64_t k = b; k < e; ++k) {
-      ahead.set_block(k + 1 < nb ? k + 1 : -1);  // past e too: the thread's next chunk, as a rule
+      if (k == b || k + 1 >= nb) {  // past e too: the thread's next chunk, as a rule
+        ahead.set_block(k + 1 < nb ? k + 1 : -1);
+      } else {
+        ahead.next_block();
+      }
       const std::int64_t i = k * kLanes;
       double* w = ws != nullptr ? ws + k * wb : nullptr;
       const auto run = [&](const Rows<const T>& in) {
@@ -1222,7 +1245,11 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
       } else {
         v = run(PaddedBlock<T>(inputs, i, count, d, n).inputs());
       }
-      for (int l = 0; l < kLanes && i + l < count; ++l) out[i + l] = static_cast<T>(lane(v, l));
+      if (std::is_same_v<T, double> && k < full) {
+        std::memcpy(out + i, &v, sizeof v);
+      } else {
+        for (int l = 0; l < kLanes && i + l < count; ++l) out[i + l] = static_cast<T>(lane(v, l));
+      }
     }
     if (stream) stream_fence();
   });
@@ -1292,7 +1319,11 @@ class Executor : public Function<T> {
       auto grad_rows = detail::rows_at(ptr[0], ptr[1], ptr[2], ptr[3], b0, d, n);
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
-        ahead.set_block(k + 1 < nb ? k + 1 : -1);  // past e too: the thread's next chunk, as a rule
+        if (k == b || k + 1 >= nb) {  // past e too: the thread's next chunk, as a rule
+          ahead.set_block(k + 1 < nb ? k + 1 : -1);
+        } else {
+          ahead.next_block();
+        }
         detail::vd go = detail::splat(0);
         if constexpr (std::is_same_v<T, double>) {
           if (k < full) go = detail::vload(gp + i);
