@@ -678,6 +678,10 @@ DAGPT_DAG_INLINE void store_row(Lanes<T> p, std::int64_t base, int n, const vd* 
   for (; j < n; ++j) put(p, base + j, v[j]);
 }
 
+// The passes load a block's O rows at its start, and the backward passes store their gradients at its end,
+// where they fit: d * n <= kWholeRows (one loop over whole lines instead of one per step).
+inline constexpr int kWholeRows = 256;
+
 // ---- exact semantics ------------------------------------------------------------------------------
 // Double-double numbers (hi + lo, |lo| <= ulp(hi)/2): integral steps carry every node's value this
 // way through the forward pass, so that an encoded plan's result is its exact value up to one final
@@ -812,12 +816,15 @@ vd exact_forward(int d, int n_init, const Rows<const T>& in, double* ws, bool st
     x.lm[j] = sel(lt(splat(0), mag), vlog(sel(lt(splat(0), mag), mag, splat(1))), splat(0));
     unusual |= unusual_node(j);
   }
-  vd orow[kMaxNodes];
+  vd orows[kWholeRows];  // O's rows: all steps' loaded at once where they fit, else step by step
+  const bool whole = d * n <= kWholeRows;
+  if (whole) load_row(in.o, 0, d * n, d * n, orows);
   for (int st = 0; st < d; ++st) {
     const int na = n_init + st;
     const std::int64_t base = static_cast<std::int64_t>(st) * n;
     ahead.slice(2 * st);
-    load_row(in.o, base, na, n, orow);
+    const vd* orow = whole ? orows + base : orows;
+    if (!whole) load_row(in.o, base, na, n, orows);
     vi integral = splati(-1);
     for (int j = 0; j < na && any(integral); ++j) {  // predictions fail at once
       integral &= small_integer(orow[j]);
@@ -914,13 +921,15 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   vd dv[kMaxNodes];                // through linear use (and the value itself)
   vd dlm[kMaxNodes];               // through the log magnitude (w.r.t. lm: dm = dlm / m)
   vd ds[kMaxNodes];                // through the log sign (initial slots only)
-  vd grow[kMaxNodes];
+  vd grows[kWholeRows];            // O's gradient rows (all steps' stored at once at the end where they fit)
+  const bool whole = d * n <= kWholeRows;
   vd dgate[kMaxDepth];
   vd f[kMaxNodes];
   vd pw[kMaxNodes];   // parity weight of o
   vd pwg[kMaxNodes];  // its derivative
   vd suffix[kMaxNodes + 1];
-  vd orow[kMaxNodes];
+  vd orows[kWholeRows];  // and O's rows, loaded at once where they fit
+  if (whole) load_row(in.o, 0, d * n, d * n, orows);
   for (int j = 0; j < n; ++j) dv[j] = dlm[j] = ds[j] = splat(0);
   dv[n - 1] = gout;
   for (int st = d - 1; st >= 0; --st) {
@@ -930,7 +939,9 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     vd rl = splat(0);
     vi zero_num = splati(0);
     suffix[na] = splat(1);
-    load_row(in.o, base, na, n, orow);
+    const vd* orow = whole ? orows + base : orows;
+    if (!whole) load_row(in.o, base, na, n, orows);
+    vd* grow = whole ? grows + base : grows;
     const bool reduce = over2(orow, na);
     for (int j = na - 1; j >= 0; --j) {
       const vd o = orow[j];
@@ -964,14 +975,15 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
     }
     for (int j = na; j < n; ++j) grow[j] = splat(0);
     ahead.slice(2 * st + 1);
-    store_row(out.o, base, n, grow, stream);
+    if (!whole) store_row(out.o, base, n, grow, stream);
   }
+  if (whole) store_row(out.o, 0, d * n, grows, stream);
   for (int j = 0; j < n; ++j) {
     // x = S*M; m = M; the sign factor reads S
-    grow[j] = j < n_init ? dv[j] * s[j] + dlm[j] * inv_m[j] : splat(0);
+    grows[j] = j < n_init ? dv[j] * s[j] + dlm[j] * inv_m[j] : splat(0);
     f[j] = j < n_init ? dv[j] * m[j] + ds[j] : splat(0);
   }
-  store_row(out.vmag, 0, n, grow, stream);
+  store_row(out.vmag, 0, n, grows, stream);
   store_row(out.vsign, 0, n, f, stream);
   store_row(out.g, 0, d, dgate, stream);
 }
@@ -981,9 +993,6 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
 // and P (kLanes doubles each). The backward pass reads M, S of the initial slots from the inputs and makes
 // those of the steps' nodes from the step's values (reference_node: the forward pass's expression).
 inline constexpr int kRefStepValues = 5;
-// The reference passes load a block's O rows at its start, and the backward pass stores their gradients at
-// its end, where they fit: d * n <= kWholeRows (one loop over whole lines instead of one per step).
-inline constexpr int kWholeRows = 256;
 inline int reference_workspace(int d, int n) { return n + kRefStepValues * d; }
 inline int reference_step_at(int n, int st) { return n + kRefStepValues * st; }
 DAGPT_DAG_INLINE void reference_node(vd g, vd R, vd slin, vd slog, vd emag, vd& M, vd& S) {
