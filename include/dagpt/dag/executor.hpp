@@ -930,7 +930,11 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   vd suffix[kMaxNodes + 1];
   vd orows[kWholeRows];  // and O's rows, loaded at once where they fit
   if (whole) load_row(in.o, 0, d * n, d * n, orows);
-  for (int j = 0; j < n; ++j) dv[j] = dlm[j] = ds[j] = splat(0);
+  for (int j = 0; j < n; ++j) {  // one store each (a chained vd assignment copies through memory)
+    dv[j] = splat(0);
+    dlm[j] = splat(0);
+    ds[j] = splat(0);
+  }
   dv[n - 1] = gout;
   for (int st = d - 1; st >= 0; --st) {
     const int na = n_init + st;
@@ -1089,7 +1093,9 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     L[j] = vload(ws + j * kLanes);
     S2[j] = S[j] + S[j];
     XmL[j] = S[j] * M[j] - L[j];  // as the forward pass
-    DX[j] = DL[j] = DW[j] = splat(0);
+    DX[j] = splat(0);             // one store each (a chained vd assignment copies through memory)
+    DL[j] = splat(0);
+    DW[j] = splat(0);
   }
   // dM, dS of node j from its sums: L = log(max(M, 1e-12)) passes 1/M where M >= 1e-12
   const auto node_grads = [&](int j, vd& dM, vd& dS) {
@@ -1189,7 +1195,8 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     if (j < n_init) {
       node_grads(j, dM[j], dS[j]);
     } else {
-      dM[j] = dS[j] = splat(0);
+      dM[j] = splat(0);
+      dS[j] = splat(0);
     }
   }
   store_row(out.vmag, 0, n, dM, stream);
