@@ -36,8 +36,11 @@
 // vectors (error < 1 ulp; lanes outside their fast range go to std::exp/std::log); tanh saturates to +-1
 // from |x| >= 20 on and is computed on vectors below (a few ulp). A batch that is not a multiple of kLanes
 // runs its last block on a padded copy (the block's DAGs, then copies of the last one).
-// Double-double steps run lane by lane. With AVX, rows of O and of the gradients move four doubles at a
-// time (transposed in registers), and gradients of large batches are stored non-temporally. The forward
+// Threads take their own share of the blocks (the same in both passes), then help with the rest of the
+// others' shares (parallel_blocks). Double-double steps run lane by lane. With AVX, rows of O and of the
+// gradients move four doubles at a time (transposed in registers; a block's O rows are loaded at its start
+// and their gradients stored at its end where d * n <= kWholeRows), and gradients of large batches are
+// stored non-temporally. The forward
 // pass saves per block a small workspace of the values the backward pass needs (no copy of O, which the
 // backward pass reads again: less memory traffic; streamed when large); each block prefetches the next
 // block's inputs in slices as its steps go. The backward pass gathers each node's gradient as sums over its
