@@ -40,14 +40,13 @@
 // others' shares (parallel_blocks). Double-double steps run lane by lane. With AVX, rows of O and of the
 // gradients move four doubles at a time (transposed in registers; a block's O rows are loaded at its start
 // and their gradients stored at its end where d * n <= kWholeRows), and gradients of large batches are
-// stored non-temporally. The forward
-// pass saves per block a small workspace of the values the backward pass needs (no copy of O, which the
-// backward pass reads again: less memory traffic; streamed when large); each block prefetches the next
-// block's inputs in slices as its steps go. The backward pass gathers each node's gradient as sums over its
-// uses and converts them once. In reference mode the sign factors w_j of a step pass dP * P / w_j (one
-// division each, as PyTorch's prod backward; the product of the other factors where P is 0 or subnormal), and
-// none in lanes where tanh(P/1e-4) is saturated (exactly +-1, dP = 0); a step saturated in every lane skips
-// those terms.
+// stored non-temporally. The forward pass saves per block a small workspace of the values the backward
+// pass needs (no copy of O, which the backward pass reads again: less memory traffic; streamed when
+// large); each block prefetches the next block's inputs in slices as its steps go. The backward pass
+// gathers each node's gradient as sums over its uses and converts them once. In reference mode the sign
+// factors w_j of a step pass dP * P / w_j (one division each, as PyTorch's prod backward; the product of
+// the other factors where P is 0 or subnormal), and none in lanes where tanh(P/1e-4) is saturated (exactly
+// +-1, dP = 0); a step saturated in every lane skips those terms.
 #pragma once
 
 #include <algorithm>
