@@ -464,7 +464,8 @@ TEST_CASE("executor: a batch large enough to stream its workspace and gradients 
   }
 }
 
-TEST_CASE("executor scheduling: every block runs once, in runs of consecutive blocks", "[dag]") {
+TEST_CASE("parallel_blocks (the executor's schedule): every block runs once, in runs of consecutive blocks",
+          "[dag]") {
   // Threads take their own share chunk by chunk, then the rest of the others' shares: whatever the
   // interleaving, each block is passed exactly once, within [b, e) ranges that stay inside [0, n).
   for (std::int64_t n : {1, 2, 7, 64, 1000, 100003}) {
@@ -472,7 +473,7 @@ TEST_CASE("executor scheduling: every block runs once, in runs of consecutive bl
     std::vector<std::atomic<int>> seen(static_cast<std::size_t>(n));
     std::atomic<int> calls{0};
     std::atomic<bool> bad_range{false};
-    dag::detail::parallel_blocks(n, std::int64_t{1} << 40, [&](std::int64_t b, std::int64_t e) {
+    parallel_blocks(n, std::int64_t{1} << 40, [&](std::int64_t b, std::int64_t e) {
       if (!(0 <= b && b < e && e <= n)) bad_range = true;
       for (std::int64_t k = b; k < e; ++k) seen[static_cast<std::size_t>(k)].fetch_add(1);
       calls.fetch_add(1);

@@ -50,7 +50,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -470,12 +469,18 @@ class Ahead {
     g.groups = ((whole ? lines : (lines + parts_ - 1) / parts_) + 3) / 4;
     (whole ? whole_[n_whole_++] : sliced_[n_sliced_++]) = g;
   }
-  // The block to prefetch (-1: none).
-  // The block after the current one (a valid block: k + 1 < blocks).
-  void next_block() {
+  // Before block k of a run of consecutive blocks from `first`, of `blocks` in all: prefetch block k + 1
+  // (past the run's end too: as a rule the thread's next run), none after the last. Within a run, an
+  // addition per region.
+  void follow(std::int64_t k, std::int64_t first, std::int64_t blocks) {
+    if (k == first || k + 1 >= blocks) {
+      set_block(k + 1 < blocks ? k + 1 : -1);
+      return;
+    }
     for (int r = 0; r < n_sliced_; ++r) sliced_[r].at += static_cast<std::uintptr_t>(sliced_[r].per_block);
     for (int r = 0; r < n_whole_; ++r) whole_[r].at += static_cast<std::uintptr_t>(whole_[r].per_block);
   }
+  // The block to prefetch (-1: none).
   void set_block(std::int64_t k) {
     on_ = k >= 0;
     for (int r = 0; r < n_sliced_; ++r) sliced_[r].set_block(k);
@@ -505,8 +510,8 @@ class Ahead {
     }
     DAGPT_DAG_INLINE void prefetch(int i) const {
       std::uintptr_t c = at + static_cast<std::uintptr_t>(i * groups) * 256;
-      for (std::int64_t q = 0; q < groups;
-           ++q, c += 256) {  // four lines per turn: the loop would be most of the cost
+      // four lines per turn: the loop would be most of the cost
+      for (std::int64_t q = 0; q < groups; ++q, c += 256) {
         __builtin_prefetch(reinterpret_cast<const char*>(c));
         __builtin_prefetch(reinterpret_cast<const char*>(c + 64));
         __builtin_prefetch(reinterpret_cast<const char*>(c + 128));
@@ -530,42 +535,6 @@ Ahead inputs_ahead(const DagPlan<T>& p, int d, int n) {
   a.add(p.V_sign.data(), kLanes * n);
   a.add(p.G.data(), kLanes * d);
   return a;
-}
-
-// Blocks [0, n) over the threads, f(b, e) per run of consecutive blocks: each thread takes its own share
-// (as a static schedule: the same blocks in the forward and the backward pass, whose workspace its cache
-// may still hold) from the front, a chunk at a time, then helps the others with the rest of theirs. A
-// thread that the machine slows down (a shared or virtual CPU) would else make the others wait at the
-// region's end: 10-25% of the backward pass's time on this project's 2-core VM.
-template <typename F>
-void parallel_blocks(std::int64_t n, std::int64_t work, F&& f) {
-  if (n <= 0) return;
-  if (!parallel_worthwhile(work) || n == 1) {
-    f(std::int64_t{0}, n);
-    return;
-  }
-#ifdef _OPENMP
-  struct alignas(64) Share {  // a cache line each: the owner's claims do not disturb the others'
-    std::atomic<std::int64_t> next{0};
-    std::int64_t end = 0;
-  };
-  const int nt = omp_get_max_threads();
-  std::vector<Share> shares(static_cast<std::size_t>(nt));
-  for (int t = 0; t < nt; ++t) {
-    shares[static_cast<std::size_t>(t)].next = n * t / nt;
-    shares[static_cast<std::size_t>(t)].end = n * (t + 1) / nt;
-  }
-  const std::int64_t chunk = std::clamp<std::int64_t>(n / (16 * nt), 1, 64);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
-    for (int k = 0; k < nt; ++k) {  // its own share first (k = 0), then the others'
-      Share& s = shares[static_cast<std::size_t>((t + k) % nt)];
-      for (std::int64_t b; (b = s.next.fetch_add(chunk, std::memory_order_relaxed)) < s.end;)
-        f(b, std::min(b + chunk, s.end));
-    }
-  }
-#endif
 }
 
 inline void stream_fence() {
@@ -1241,15 +1210,11 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const T* inputs[4] = {p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data()};
   const std::int64_t full = count / kLanes;  // blocks without padding
   const std::int64_t nb = blocks(count);
-  parallel_blocks(blocks(count), count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
+  parallel_blocks(nb, count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     Ahead ahead = inputs_ahead(p, d, n);
     Rows<const T> rows = rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b < full ? b * kLanes : 0, d, n);
     for (std::int64_t k = b; k < e; ++k) {
-      if (k == b || k + 1 >= nb) {  // past e too: the thread's next chunk, as a rule
-        ahead.set_block(k + 1 < nb ? k + 1 : -1);
-      } else {
-        ahead.next_block();
-      }
+      ahead.follow(k, b, nb);
       const std::int64_t i = k * kLanes;
       double* w = ws != nullptr ? ws + k * wb : nullptr;
       const auto run = [&](const Rows<const T>& in) {
@@ -1329,7 +1294,7 @@ class Executor : public Function<T> {
     const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= detail::kStreamBytes;
     const std::int64_t full = count / detail::kLanes;  // blocks without padding
     const std::int64_t nb = detail::blocks(count);
-    detail::parallel_blocks(detail::blocks(count), count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
+    parallel_blocks(nb, count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       detail::Ahead ahead = detail::inputs_ahead(p, d, n);
       ahead.add(ws, wb);
       const std::int64_t b0 = b < full ? b * detail::kLanes : 0;
@@ -1337,11 +1302,7 @@ class Executor : public Function<T> {
       auto grad_rows = detail::rows_at(ptr[0], ptr[1], ptr[2], ptr[3], b0, d, n);
       for (std::int64_t k = b; k < e; ++k) {
         const std::int64_t i = k * detail::kLanes;
-        if (k == b || k + 1 >= nb) {  // past e too: the thread's next chunk, as a rule
-          ahead.set_block(k + 1 < nb ? k + 1 : -1);
-        } else {
-          ahead.next_block();
-        }
+        ahead.follow(k, b, nb);
         detail::vd go = detail::splat(0);
         if constexpr (std::is_same_v<T, double>) {
           if (k < full) go = detail::vload(gp + i);
