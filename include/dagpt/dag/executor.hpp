@@ -898,9 +898,9 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
   vi zero_m = splati(0);
   for (int j = 0; j < n; ++j) zero_m |= eq(m[j], splat(0));
   const bool zeros = any(zero_m);  // some node is exactly 0 (its factor zeroes a product)
-  vd dv[kNodeSlots];                // through linear use (and the value itself)
-  vd dlm[kNodeSlots];               // through the log magnitude (w.r.t. lm: dm = dlm / m)
-  vd ds[kNodeSlots];                // through the log sign (initial slots only)
+  vd dv[kNodeSlots];               // through linear use (and the value itself)
+  vd dlm[kNodeSlots];              // through the log magnitude (w.r.t. lm: dm = dlm / m)
+  vd ds[kNodeSlots];               // through the log sign (initial slots only)
   vd grows[kWholeRows];            // O's gradient rows (all steps' stored at once at the end where they fit)
   const bool whole = d * n <= kWholeRows;
   vd dgate[kMaxDepth];
