@@ -401,13 +401,20 @@ DAGPT_DAG_INLINE void put(Lanes<T> p, std::int64_t k, vd v) {
 }
 
 // A batch's partial last block: its DAGs' rows copied, then copies of its last DAG up to kLanes lanes
-// (computed like the others); the gradients of its real DAGs are copied back.
+// (computed like the others); the gradients of its real DAGs are copied back. Its buffer (elements(d, n)
+// values) is allocated before the threads start: an allocation failure inside a parallel region would
+// end the program instead of raising std::bad_alloc to the caller.
 template <typename T>
 class PaddedBlock {
  public:
-  PaddedBlock(const T* const* in, std::int64_t b, std::int64_t count, int d, int n)
-      : b_(b), real_(count - b), d_(d), n_(n), buf_(2 * static_cast<std::size_t>(kLanes) * per_dag()) {
-    T* q = buf_.data();
+  static std::size_t elements(int d, int n) { return 2 * static_cast<std::size_t>(kLanes) * per_dag(d, n); }
+  // A buffer for the batch's partial last block (empty where there is none).
+  static std::vector<T> buffer(std::int64_t count, int d, int n) {
+    return std::vector<T>(count % kLanes != 0 ? elements(d, n) : 0);
+  }
+  PaddedBlock(const T* const* in, std::int64_t b, std::int64_t count, int d, int n, std::vector<T>& buf)
+      : b_(b), real_(count - b), d_(d), n_(n), buf_(buf.data()) {
+    T* q = buf_;
     for (int k = 0; k < 4; ++k) {
       const std::int64_t len = row_len(k);
       for (int l = 0; l < kLanes; ++l, q += len) {
@@ -416,10 +423,10 @@ class PaddedBlock {
       }
     }
   }
-  Rows<const T> inputs() const { return rows(buf_.data()); }
+  Rows<const T> inputs() const { return rows<const T>(buf_); }
   // Rows for the gradients of the inputs whose pointer in `out` is not null.
   Rows<T> grads(T* const* out) {
-    Rows<T> r = rows(buf_.data() + kLanes * per_dag());
+    Rows<T> r = rows(buf_ + kLanes * per_dag(d_, n_));
     Lanes<T>* x[4] = {&r.vmag, &r.vsign, &r.o, &r.g};
     for (int k = 0; k < 4; ++k) {
       if (out[k] == nullptr) *x[k] = Lanes<T>{};
@@ -427,7 +434,7 @@ class PaddedBlock {
     return r;
   }
   void copy_grads(T* const* out) const {
-    const T* q = buf_.data() + kLanes * per_dag();
+    const T* q = buf_ + kLanes * per_dag(d_, n_);
     for (int k = 0; k < 4; ++k) {
       const std::int64_t len = row_len(k);
       if (out[k] != nullptr) std::copy(q, q + real_ * len, out[k] + b_ * len);
@@ -439,8 +446,8 @@ class PaddedBlock {
   std::int64_t row_len(int k) const {
     return k < 2 ? n_ : (k == 2 ? static_cast<std::int64_t>(d_) * n_ : d_);
   }
-  std::int64_t per_dag() const {
-    return 2 * static_cast<std::int64_t>(n_) + static_cast<std::int64_t>(d_) * n_ + d_;
+  static std::int64_t per_dag(int d, int n) {
+    return 2 * static_cast<std::int64_t>(n) + static_cast<std::int64_t>(d) * n + d;
   }
   template <typename P>
   Rows<P> rows(P* base) const {  // the buffer's rows are those of a batch of kLanes DAGs
@@ -452,7 +459,7 @@ class PaddedBlock {
   std::int64_t real_;
   int d_;
   int n_;
-  std::vector<T> buf_;  // inputs, then gradients, each input's kLanes rows back to back
+  T* buf_;  // inputs, then gradients, each input's kLanes rows back to back
 };
 
 // The memory of the next block (its rows of the four inputs: one contiguous region each, as a block's rows
@@ -1219,6 +1226,7 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const T* inputs[4] = {p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data()};
   const std::int64_t full = count / kLanes;  // blocks without padding
   const std::int64_t nb = blocks(count);
+  std::vector<T> pad = PaddedBlock<T>::buffer(count, d, n);
   parallel_blocks(nb, count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     Ahead ahead = inputs_ahead(p, d, n);
     Rows<const T> rows = rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b < full ? b * kLanes : 0, d, n);
@@ -1235,7 +1243,7 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
         v = run(rows);
         if (k + 1 < full) rows.next();
       } else {
-        v = run(PaddedBlock<T>(inputs, i, count, d, n).inputs());
+        v = run(PaddedBlock<T>(inputs, i, count, d, n, pad).inputs());
       }
       if (std::is_same_v<T, double> && k < full) {
         std::memcpy(out + i, &v, sizeof v);
@@ -1303,6 +1311,7 @@ class Executor : public Function<T> {
     const bool stream = count * d * n * static_cast<std::int64_t>(sizeof(T)) >= detail::kStreamBytes;
     const std::int64_t full = count / detail::kLanes;  // blocks without padding
     const std::int64_t nb = detail::blocks(count);
+    std::vector<T> pad_buf = detail::PaddedBlock<T>::buffer(count, d, n);
     parallel_blocks(nb, count * d * n * 16, [&](std::int64_t b, std::int64_t e) {
       detail::Ahead ahead = detail::inputs_ahead(p, d, n);
       ahead.add(ws, wb);
@@ -1335,7 +1344,7 @@ class Executor : public Function<T> {
             grad_rows.next();
           }
         } else {
-          detail::PaddedBlock<T> pad(inputs, i, count, d, n);
+          detail::PaddedBlock<T> pad(inputs, i, count, d, n, pad_buf);
           run(pad.inputs(), pad.grads(ptr), false);
           pad.copy_grads(ptr);
         }
