@@ -2,8 +2,10 @@
 // finite differences and its composed twin, and the acceptance sweeps of REFERENCE 9.1.
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <dagpt/dagpt.hpp>
 #include <map>
+#include <random>
 #include <set>
 
 using namespace dagpt;
@@ -276,6 +278,71 @@ std::vector<Tensor<double>> checked_reference_grads(const std::vector<Tensor<dou
   return grads;
 }
 }  // namespace
+
+// The executor's own vector log, exp and tanh(v / 1e-4) (its header promises log and exp within 1 ulp,
+// tanh within a few): lane by lane against the C library, over the whole range of each, and the lanes
+// that the vector paths leave to the C library (zero, subnormals, infinities, |x| > 708) exactly.
+TEST_CASE("executor: its vector log, exp and tanh agree with the C library", "[dag]") {
+  namespace dd = dag::detail;
+  const auto ulps = [](double got, double want) {  // |got - want| in units of want's last place
+    if (got == want) return 0.0;
+    if (!std::isfinite(got) || !std::isfinite(want)) return 1e300;
+    const double a = std::abs(want);
+    return std::abs(got - want) / (std::nextafter(a, INFINITY) - a);
+  };
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> mant(1, 2);
+  std::uniform_int_distribution<int> expo(-1074, 1023);
+  std::uniform_real_distribution<double> wide(-708, 708);
+  std::uniform_real_distribution<double> narrow(-2, 2);
+  std::uniform_real_distribution<double> sign_arg(-0.0025, 0.0025);
+  double worst_log = 0;
+  double worst_exp = 0;
+  double worst_tanh = 0;
+  double worst_tanh_abs = 0;
+  for (int it = 0; it < 100000; ++it) {
+    dd::vd x{};
+    dd::vd y{};
+    dd::vd z{};
+    for (int l = 0; l < dd::kLanes; ++l) {
+      dd::set_lane(x, l, std::ldexp(mant(rng), expo(rng)));  // subnormals included
+      dd::set_lane(y, l, it % 2 == 0 ? wide(rng) : narrow(rng));
+      dd::set_lane(z, l, sign_arg(rng));
+    }
+    const dd::vd lx = dd::vlog(x);
+    const dd::vd ey = dd::vexp(y);
+    const dd::vd tz = dd::vtanh_scaled(z);
+    for (int l = 0; l < dd::kLanes; ++l) {
+      worst_log = std::max(worst_log, ulps(dd::lane(lx, l), std::log(dd::lane(x, l))));
+      worst_exp = std::max(worst_exp, ulps(dd::lane(ey, l), std::exp(dd::lane(y, l))));
+      const double t = std::tanh(dd::lane(z, l) / 1e-4);
+      worst_tanh = std::max(worst_tanh, ulps(dd::lane(tz, l), t));
+      worst_tanh_abs = std::max(worst_tanh_abs, std::abs(dd::lane(tz, l) - t));
+    }
+  }
+  CHECK(worst_log <= 1.0);
+  CHECK(worst_exp <= 1.0);
+  CHECK(worst_tanh <= 8.0);
+  CHECK(worst_tanh_abs <= 0x1p-52);
+  // lanes outside the vector paths, beside ordinary ones
+  const double lin[] = {0.0, 4.9e-324, 2.2e-308, INFINITY, 1.0, 0.5, 3.0, 1e300};
+  const double ein[] = {709.5, -720.0, 800.0, -800.0, 0.0, 1.0, -1.0, 700.0};
+  for (int first = 0; first < 8; first += dd::kLanes) {
+    dd::vd a{};
+    dd::vd b{};
+    for (int l = 0; l < dd::kLanes; ++l) {
+      dd::set_lane(a, l, lin[first + l]);
+      dd::set_lane(b, l, ein[first + l]);
+    }
+    const dd::vd la = dd::vlog(a);
+    const dd::vd eb = dd::vexp(b);
+    for (int l = 0; l < dd::kLanes; ++l) {
+      INFO("log(" << lin[first + l] << "), exp(" << ein[first + l] << ")");
+      CHECK(ulps(dd::lane(la, l), std::log(lin[first + l])) <= 1.0);
+      CHECK(ulps(dd::lane(eb, l), std::exp(ein[first + l])) <= 1.0);
+    }
+  }
+}
 
 TEST_CASE("reference executor: gradients through an unsaturated log sign", "[dag]") {
   const int d = 2;
