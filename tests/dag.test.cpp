@@ -1,5 +1,6 @@
 // dag/: plan encoding (REFERENCE 3.3-3.4 worked examples, both modes), decode, the executor against
 // finite differences and its composed twin, and the acceptance sweeps of REFERENCE 9.1.
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -551,6 +552,50 @@ TEST_CASE("parallel_blocks (the executor's schedule): every block runs once, in 
     CHECK(wrong == 0);
     CHECK(calls.load() >= 1);
     CHECK(calls.load() <= n);
+  }
+}
+
+// Float plans run in double inside: their values and gradients are exactly those of the same plans as
+// double (the float inputs converted, the float upstream gradient too), rounded once to float; batches
+// with full blocks and a partial last block, at two depths.
+TEST_CASE("executor: float plans give the double results rounded to float, values and gradients", "[dag]") {
+  Generator gen(41, 0);
+  for (Semantics sem : {Semantics::exact, Semantics::reference}) {
+    for (const int d : {4, 8}) {
+      for (const std::int64_t count : {std::int64_t{37}, std::int64_t{1000}}) {
+        INFO("reference " << (sem == Semantics::reference) << " depth " << d << " count " << count);
+        const auto in = random_plan(gen, {count}, d, sem == Semantics::reference);
+        const Tensor<float> w = Tensor<double>::rand({count}, gen, 0.5, 1.5).to<float>();
+        std::vector<Var<float>> f;
+        std::vector<Var<double>> x;
+        for (const auto& t : in) {
+          const Tensor<float> tf = t.to<float>();
+          f.emplace_back(tf, true);
+          x.emplace_back(tf.to<double>(), true);
+        }
+        const auto yf = dag::execute(f[0], f[1], f[2], f[3], sem);
+        const auto yx = dag::execute(x[0], x[1], x[2], x[3], sem);
+        yf.backward(w);
+        yx.backward(w.to<double>());
+        // entries that differ (a NaN, which deep reference plans can make, equals a NaN)
+        const auto differing = [](const Tensor<float>& a, const Tensor<float>& b) {
+          const auto u = a.to_vector();
+          const auto v = b.to_vector();
+          std::int64_t c = 0;
+          for (std::size_t i = 0; i < u.size(); ++i)
+            c += !(u[i] == v[i] || (std::isnan(u[i]) && std::isnan(v[i])));
+          return c;
+        };
+        CHECK(differing(yf.value(), yx.value().to<float>()) == 0);
+        for (std::size_t k = 0; k < 4; ++k) {
+          INFO("input " << k);
+          CHECK(differing(f[k].grad(), x[k].grad().to<float>()) == 0);
+          const auto gk = f[k].grad().to_vector();
+          const auto finite = std::count_if(gk.begin(), gk.end(), [](float v) { return std::isfinite(v); });
+          CHECK(finite * 100 >= static_cast<std::int64_t>(gk.size()) * 99);  // not a comparison of NaNs
+        }
+      }
+    }
   }
 }
 
