@@ -83,7 +83,8 @@ inline constexpr int kMaxNodes = 2 * kMaxDepth + 1;
 // wait for it as if it were the same address (4K aliasing): the loops over j store to one array and load
 // from others. 88 entries put neighbouring arrays 24 lines apart modulo 4 KiB, and arrays up to seven
 // apart at least 8 lines apart (any padding measured alike: fwd+bwd, 8,192 DAGs, one thread, -5% at
-// depths 4 and 8).
+// depths 4 and 8). The backward passes' frames come to ~100-110 KB (GCC 12, AVX2): a thread that runs
+// the executor needs that much stack (glibc's default is 8 MB; musl's 128 KB leaves little room).
 inline constexpr int kNodeSlots = 88;
 static_assert(kNodeSlots > kMaxNodes);
 inline const double kLogMagMax = std::log(kMagMax);
