@@ -150,6 +150,13 @@ for d, n in sorted({(d, n) for (_, d, n) in dagpt[0]}, key=lambda k: (k[1], k[0]
     print(f"| {d} | {n:,} | {f(ex)} | {f(ref)} | {f(tw)} | {f(ub)} | {ratio(tw, ref)} | {ratio(tw, ex)} "
           f"| {ratio(ub, ref)} | {chk} |")
 print()
+# Each round's own times: PyTorch's, in a fresh process each round, can differ by a third between rounds.
+for d, n in sorted({(d, n) for (_, d, n) in dagpt[0]}, key=lambda k: (k[1], k[0])):
+    pairs = [(dagpt[r].get(("reference", d, n)), torch[r][(d, n)]["twin"]["fwd_bwd_ms"] if (d, n) in torch[r]
+              else None) for r in range(rounds)]
+    print(f"Rounds, depth {d}, {n:,} DAGs, dagpt reference ms / PyTorch twin ms: " + ", ".join(
+        "-" if a is None or b is None else f"{a:.3f} / {b:.2f}" for a, b in pairs))
+print()
 print("Interference: " + "; ".join(sys.argv[3].split(";")))
 EOF
 log "JSON, dumps and logs in $out"
