@@ -402,16 +402,15 @@ DAGPT_DAG_INLINE void put(Lanes<T> p, std::int64_t k, vd v) {
 }
 
 // A batch's partial last block: its DAGs' rows copied, then copies of its last DAG up to kLanes lanes
-// (computed like the others); the gradients of its real DAGs are copied back. Its buffer (elements(d, n)
-// values) is allocated before the threads start: an allocation failure inside a parallel region would
-// end the program instead of raising std::bad_alloc to the caller.
+// (computed like the others); the gradients of its real DAGs are copied back. Its buffer (`buffer`) is
+// allocated before the threads start: an allocation failure inside a parallel region would end the
+// program instead of raising std::bad_alloc to the caller.
 template <typename T>
 class PaddedBlock {
  public:
-  static std::size_t elements(int d, int n) { return 2 * static_cast<std::size_t>(kLanes) * per_dag(d, n); }
   // A buffer for the batch's partial last block (empty where there is none).
   static std::vector<T> buffer(std::int64_t count, int d, int n) {
-    return std::vector<T>(count % kLanes != 0 ? elements(d, n) : 0);
+    return std::vector<T>(count % kLanes != 0 ? 2 * static_cast<std::size_t>(kLanes) * per_dag(d, n) : 0);
   }
   PaddedBlock(const T* const* in, std::int64_t b, std::int64_t count, int d, int n, std::vector<T>& buf)
       : b_(b), real_(count - b), d_(d), n_(n), buf_(buf.data()) {
@@ -1227,7 +1226,7 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
   const T* inputs[4] = {p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data()};
   const std::int64_t full = count / kLanes;  // blocks without padding
   const std::int64_t nb = blocks(count);
-  std::vector<T> pad = PaddedBlock<T>::buffer(count, d, n);
+  std::vector<T> pad_buf = PaddedBlock<T>::buffer(count, d, n);
   parallel_blocks(nb, count * d * n * 8, [&](std::int64_t b, std::int64_t e) {
     Ahead ahead = inputs_ahead(p, d, n);
     Rows<const T> rows = rows_at(inputs[0], inputs[1], inputs[2], inputs[3], b < full ? b * kLanes : 0, d, n);
@@ -1244,7 +1243,7 @@ void forward_all(const DagPlan<T>& p, Semantics sem, T* out, double* ws) {
         v = run(rows);
         if (k + 1 < full) rows.next();
       } else {
-        v = run(PaddedBlock<T>(inputs, i, count, d, n, pad).inputs());
+        v = run(PaddedBlock<T>(inputs, i, count, d, n, pad_buf).inputs());
       }
       if (std::is_same_v<T, double> && k < full) {
         std::memcpy(out + i, &v, sizeof v);
