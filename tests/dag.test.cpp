@@ -325,7 +325,7 @@ TEST_CASE("executor: its vector log, exp and tanh agree with the C library", "[d
   CHECK(worst_exp <= 1.0);
   CHECK(worst_tanh <= 8.0);
   CHECK(worst_tanh_abs <= 0x1p-52);
-  // lanes outside the vector paths, beside ordinary ones
+  // lanes outside the vector paths (the first four: the C library's value exactly), beside ordinary ones
   const double lin[] = {0.0, 4.9e-324, 2.2e-308, INFINITY, 1.0, 0.5, 3.0, 1e300};
   const double ein[] = {709.5, -720.0, 800.0, -800.0, 0.0, 1.0, -1.0, 700.0};
   for (int first = 0; first < 8; first += dd::kLanes) {
@@ -339,8 +339,9 @@ TEST_CASE("executor: its vector log, exp and tanh agree with the C library", "[d
     const dd::vd eb = dd::vexp(b);
     for (int l = 0; l < dd::kLanes; ++l) {
       INFO("log(" << lin[first + l] << "), exp(" << ein[first + l] << ")");
-      CHECK(ulps(dd::lane(la, l), std::log(lin[first + l])) <= 1.0);
-      CHECK(ulps(dd::lane(eb, l), std::exp(ein[first + l])) <= 1.0);
+      const double bound = first + l < 4 ? 0.0 : 1.0;
+      CHECK(ulps(dd::lane(la, l), std::log(lin[first + l])) <= bound);
+      CHECK(ulps(dd::lane(eb, l), std::exp(ein[first + l])) <= bound);
     }
   }
 }
