@@ -130,7 +130,8 @@ print()
 print("| depth | DAGs | dagpt exact ms | dagpt reference ms | PyTorch twin ms | PyTorch unbound ms "
       "| twin / dagpt ref | twin / dagpt exact | unbound / dagpt ref | check |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-for d, n in sorted({(d, n) for (_, d, n) in dagpt[0]}, key=lambda k: (k[1], k[0])):
+sizes = sorted({(d, n) for (_, d, n) in dagpt[0]}, key=lambda k: (k[1], k[0]))
+for d, n in sizes:
     def side(get):
         v = [get(r) for r in range(rounds)]
         return v if all(x is not None for x in v) else None
@@ -151,7 +152,7 @@ for d, n in sorted({(d, n) for (_, d, n) in dagpt[0]}, key=lambda k: (k[1], k[0]
           f"| {ratio(ub, ref)} | {chk} |")
 print()
 # Each round's own times: PyTorch's, in a fresh process each round, can differ by a third between rounds.
-for d, n in sorted({(d, n) for (_, d, n) in dagpt[0]}, key=lambda k: (k[1], k[0])):
+for d, n in sizes:
     pairs = [(dagpt[r].get(("reference", d, n)), torch[r][(d, n)]["twin"]["fwd_bwd_ms"] if (d, n) in torch[r]
               else None) for r in range(rounds)]
     print(f"Rounds, depth {d}, {n:,} DAGs, dagpt reference ms / PyTorch twin ms: " + ", ".join(
