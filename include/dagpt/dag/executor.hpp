@@ -271,48 +271,48 @@ DAGPT_DAG_INLINE vd exp_c(vd r) {
                          tt * (6.61375632143793436117e-05 +
                                tt * (-1.65339022054652515390e-06 + tt * 4.13813679705723846039e-08))));
 }
-// exp(x) for |x| <= 708 (e_exp.c on vectors; error < 1 ulp).
-DAGPT_DAG_INLINE vd vexp_core(vd x) {
+// x = k ln2 + r (|r| <= ln(2)/2, r = hi - lo as e_exp.c keeps it): exp(x) = 2^k (1 + em), em = expm1(r).
+struct ExpSplit {
+  vd em;
+  vi k;
+};
+DAGPT_DAG_INLINE ExpSplit exp_split(vd x) {
   const vd shift = splat(6755399441055744.0);  // 1.5 * 2^52: adding it rounds to an integer
   const vd t = x * 1.44269504088896338700e+00 + shift;
   const vd kd = t - shift;
-  const vi k = as_i(t) - as_i(shift);
   const vd hi = x - kd * 6.93147180369123816490e-01;  // exact
   const vd lo = kd * 1.90821492927058770002e-10;
   const vd r = hi - lo;
   const vd c = exp_c(r);
-  const vd y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
-  return y * as_d((k + 1023) << 52);  // |k| <= 1022: 2^k is a normal number
+  return {hi - (lo - (r * c) / (2.0 - c)), as_i(t) - as_i(shift)};
+}
+DAGPT_DAG_INLINE vd pow2(vi k) { return as_d((k + 1023) << 52); }  // 2^k, -1022 <= k <= 1023
+// exp(x) for |x| <= 708 (e_exp.c on vectors; error < 1 ulp).
+DAGPT_DAG_INLINE vd vexp_core(vd x) {
+  const ExpSplit s = exp_split(x);
+  return (1.0 + s.em) * pow2(s.k);
 }
 DAGPT_DAG_INLINE vd vexp(vd x) {  // the other lanes' results come from std::exp
   return fixed<Libm::exp>(vexp_core(x), x, le(vabs(x), splat(708)));
 }
 
-// tanh, exactly +-1 from |x| >= 20 on (the reference's saturation). Below: -expm1(-2|x|) / (2 + expm1(-2|x|))
-// for |x| < 0.17 (expm1 from the exp kernel, no cancellation), 1 - 2 / (exp(2|x|) + 1) above; a few ulp.
-DAGPT_DAG_INLINE vd vtanh_sat(vd x) {
-  const vd a = vabs(x);
-  const vi sat = le(splat(20), a);
-  const vd sign = as_d(as_i(x) & splati(INT64_MIN));
-  vd r = splat(1);
-  if (!all(sat)) {  // each formula only where some lane needs it
-    const vi tiny = lt(a, splat(0.17));
-    if (any(~sat & ~tiny)) r = sel(sat, r, 1.0 - 2.0 / (vexp_core(2.0 * vmin(a, splat(20))) + 1.0));
-    if (any(tiny)) {
-      const vd u = -2.0 * vmin(a, splat(0.17));
-      const vd c = exp_c(u);
-      const vd em = u + (u * c) / (2.0 - c);  // expm1(u)
-      r = sel(tiny, vabs(em / (2.0 + em)), r);
-    }
-  }
-  return as_d(as_i(r) | as_i(sign));
+// tanh(x) = sign(x) * -e / (2 + e) with e = expm1(-2|x|) = 2^k (1 + expm1(r)) - 1, -2|x| = k ln2 + r
+// (expm1(r) from the exp kernel: no cancellation for small |x|, and none in 2^k (1 + ...) - 1, which is at
+// most -0.29 where k < 0); a few ulp. |x| is capped at 20, from where tanh rounds to +-1. No branch on x:
+// a test on a step's values would be mispredicted often, and late (they end a chain of dependent work).
+DAGPT_DAG_INLINE vd vtanh(vd x) {
+  const ExpSplit s = exp_split(-2.0 * vmin(vabs(x), splat(20)));
+  const vd two_k = pow2(s.k);  // -58 <= k <= 0
+  const vd e = two_k * s.em + (two_k - 1.0);
+  return as_d(as_i((0.0 - e) / (2.0 + e)) | (as_i(x) & splati(INT64_MIN)));  // 0 - e: +0 where e is -0
 }
 
-// tanh(v / 1e-4) (the reference's sign); where every lane has |v| >= 0.0021 (so |v / 1e-4| > 20) it is
-// +-1 without dividing.
+// tanh(v / 1e-4), the reference's sign. vtanh_scaled is +-1 without computing where every lane has
+// |v| >= 0.0021 (so |v / 1e-4| > 20): for a value that is saturated in most steps (a linear step's R).
+DAGPT_DAG_INLINE vd vtanh_scaled_all(vd v) { return vtanh(v / 1e-4); }
 DAGPT_DAG_INLINE vd vtanh_scaled(vd v) {
   if (all(le(splat(0.0021), vabs(v)))) return as_d((as_i(v) & splati(INT64_MIN)) | as_i(splat(1)));
-  return vtanh_sat(v / 1e-4);
+  return vtanh_scaled_all(v);
 }
 
 // |o| reduced to [0, 2] as std::fmod does (exactly). `reduce` is false when no coefficient of the row
@@ -984,6 +984,12 @@ void exact_backward(int d, int n_init, const Rows<const T>& in, const double* ws
 // and P (kLanes doubles each). The backward pass reads M, S of the initial slots from the inputs and makes
 // those of the steps' nodes from the step's values (reference_node: the forward pass's expression).
 inline constexpr int kRefStepValues = 5;
+// Steps that read at least this many slots (depth 8's): their product P of sign factors is saturated
+// (|P / 1e-4| > 20) in every lane of a block in at most 28% of random steps (47-74% in shorter rows), so
+// the forward pass computes tanh(P / 1e-4) without the all-saturated test, whose branch would be
+// mispredicted; and the backward pass passes the factors' gradients by products instead of divisions.
+// Depth 8, fwd+bwd, 8,192 DAGs: 3.4% faster.
+inline constexpr int kProductsFrom = 8;
 inline int reference_workspace(int d, int n) { return n + kRefStepValues * d; }
 inline int reference_step_at(int n, int st) { return n + kRefStepValues * st; }
 DAGPT_DAG_INLINE void reference_node(vd g, vd R, vd slin, vd slog, vd emag, vd& M, vd& S) {
@@ -1030,7 +1036,7 @@ vd reference_forward(int d, int n_init, const Rows<const T>& in, double* ws, boo
     }
     ahead.slice(2 * st + 1);
     const vd slin = vtanh_scaled(R);
-    const vd slog = vtanh_scaled(P);
+    const vd slog = na < kProductsFrom ? vtanh_scaled(P) : vtanh_scaled_all(P);
     const vd emag = vexp(vmin(R, splat(100)));
     reference_node(g, R, slin, slog, emag, M[na], S[na]);
     L[na] = st + 1 < d ? vlog_max(M[na], 1e-12) : splat(0);
@@ -1144,19 +1150,20 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
       }
     };
     // The sign factors w_j = 2 S_j |o_j| + 1 pass dP * prod_{k != j} w_k, in lanes where dP != 0 only
-    // (where tanh(P/1e-4) is saturated, exactly +-1, they pass none). That product is P / w_j (one
-    // division per factor, as PyTorch's prod backward) where P is a normal number not above 2^900: then
-    // no w_j is 0 and P / w_j is finite (|w_j| >= 2^-107 where not 0: 1 + an exact product of two
-    // doubles, rounded once). Elsewhere (P = 0, or subnormal) it is the product of the factors before and
-    // after j.
+    // (where tanh(P/1e-4) is saturated, exactly +-1, they pass none). In rows of fewer than
+    // kProductsFrom factors that product is P / w_j (one division per factor, as PyTorch's prod backward)
+    // where P is a normal number not above 2^900: then no w_j is 0 and P / w_j is finite (|w_j| >= 2^-107
+    // where not 0: 1 + an exact product of two doubles, rounded once). Elsewhere (P = 0, or subnormal; and
+    // in longer rows, where the divisions would keep the divider busy) it is the product of the factors
+    // before and after j.
     const vi live = ~eq(dP, splat(0));  // NaN: live
     if (!any(live)) {
       row(std::false_type{}, nullptr);
     } else {
       const vd P = vload(sp + 4 * kLanes);
       const vd aP = vabs(P);
-      const vi by_division = le(splat(DBL_MIN), aP) & le(aP, splat(0x1p900));
       const vd dPP = dP * P;
+      const vi by_division = na < kProductsFrom ? le(splat(DBL_MIN), aP) & le(aP, splat(0x1p900)) : vi{};
       if (all(by_division | ~live)) {
         row(std::true_type{}, [&](int, vd w) { return as_d(as_i(dPP / w) & live); });
       } else {
@@ -1164,7 +1171,9 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
         for (int j = na - 1; j >= 0; --j) suffix[j] = suffix[j + 1] * (S2[j] * vabs(orow[j]) + 1.0);
         vd prefix = dP;  // dP times the factors before j
         row(std::true_type{}, [&](int j, vd w) {
-          const vd dw = sel(by_division, dPP / w, prefix * suffix[j + 1]);
+          // each lane's choice depends on its own P only: a DAG's gradients do not depend on its neighbours
+          const vd dw =
+              na < kProductsFrom ? sel(by_division, dPP / w, prefix * suffix[j + 1]) : prefix * suffix[j + 1];
           prefix *= w;
           return as_d(as_i(dw) & live);
         });
