@@ -251,6 +251,13 @@ namespace {
 // Runs the fused reference executor and its composed twin on `in` with a ones output gradient, checks the
 // values (1e-12) and the four input gradients (1e-10 of the largest) against the composed ones and the
 // fused executor against finite differences; returns the fused executor's input gradients.
+// A batch of `count` plans of depth d and n slots from their rows back to back: V_mag, V_sign, O, G.
+std::vector<Tensor<double>> plan_tensors(const std::vector<double>& vm, const std::vector<double>& vs,
+                                         const std::vector<double>& o, const std::vector<double>& g,
+                                         std::int64_t count, int d, int n) {
+  return {Tensor<double>::from(vm, {count, n}), Tensor<double>::from(vs, {count, n}),
+          Tensor<double>::from(o, {count, d, n}), Tensor<double>::from(g, {count, d})};
+}
 std::vector<Tensor<double>> checked_reference_grads(const std::vector<Tensor<double>>& in) {
   std::vector<Var<double>> a;
   std::vector<Var<double>> b;
@@ -277,6 +284,29 @@ std::vector<Tensor<double>> checked_reference_grads(const std::vector<Tensor<dou
   INFO(r.report);
   CHECK(r.ok);
   return grads;
+}
+// O's gradient `go` at (step, slot) of DAG 0, where the sign factors' term dominates: larger than `least`,
+// and of the other sign in DAG `flipped`, whose coefficient there has the other sign (d w / d o = 2 S sign
+// o).
+void check_sign_term(const Tensor<double>& go, std::int64_t step, std::int64_t slot, std::int64_t flipped,
+                     double least) {
+  INFO("O's gradient at step " << step << ", slot " << slot);
+  CHECK(std::abs(go.at({0, step, slot})) > least);
+  CHECK(go.at({0, step, slot}) * go.at({flipped, step, slot}) < 0);
+}
+// Each DAG of the batch `in`, run alone (reference semantics, a ones output gradient), gets exactly the
+// input gradients `grads` gave it in the batch: its lanes' results do not depend on their neighbours.
+void check_each_alone(const std::vector<Tensor<double>>& in, const std::vector<Tensor<double>>& grads) {
+  for (std::int64_t i = 0; i < in[0].shape()[0]; ++i) {
+    INFO("DAG " << i);
+    std::vector<Var<double>> c;
+    for (const auto& t : in) c.emplace_back(t.narrow(0, i, 1).clone(), true);
+    dag::execute(c[0], c[1], c[2], c[3], Semantics::reference).backward(Tensor<double>::ones({1}));
+    for (std::size_t k = 0; k < 4; ++k) {
+      INFO("input " << k);
+      CHECK(c[k].grad().to_vector() == grads[k].narrow(0, i, 1).to_vector());
+    }
+  }
 }
 }  // namespace
 
@@ -381,13 +411,9 @@ TEST_CASE("reference executor: gradients through an unsaturated log sign", "[dag
     o.insert(o.end(), {signs[2 * i] * 0.9, signs[2 * i + 1] * 0.9993, 0, 0, 0.4, -0.2, 0.3, 0});
     g.insert(g.end(), {0.3, 0.6});
   }
-  const std::vector<Tensor<double>> in{Tensor<double>::from(vm, {4, n}), Tensor<double>::from(vs, {4, n}),
-                                       Tensor<double>::from(o, {4, d, n}), Tensor<double>::from(g, {4, d})};
-  const auto grads = checked_reference_grads(in);
+  const auto in = plan_tensors(vm, vs, o, g, 4, d, n);
   // the sign factors' gradient is there and large: d y / d o1 of step 0 differs with o1's sign
-  const auto& go = grads[2];
-  CHECK(std::abs(go.at({0, 0, 1})) > 1.0);
-  CHECK(go.at({0, 0, 1}) * go.at({2, 0, 1}) < 0);
+  check_sign_term(checked_reference_grads(in)[2], 0, 1, 2, 1.0);
 }
 
 // The sign factors' gradient dP * prod_{k != j} w_k is P / w_j where P is a normal number and the product of
@@ -416,24 +442,48 @@ TEST_CASE("reference executor: a sign factor of exactly zero beside dividing and
     }
     g.insert(g.end(), {0.3, 0.6});
   }
-  const std::vector<Tensor<double>> in{
-      Tensor<double>::from(vm, {count, n}), Tensor<double>::from(vs, {count, n}),
-      Tensor<double>::from(o, {count, d, n}), Tensor<double>::from(g, {count, d})};
+  const auto in = plan_tensors(vm, vs, o, g, count, d, n);
   const auto grads = checked_reference_grads(in);
-  const auto& go = grads[2];
   // the zero factor's own coefficient gets dP * w_1 * 2S sign(o): large, with o's sign flipping it
-  CHECK(std::abs(go.at({0, 0, 0})) > 50.0);
-  CHECK(go.at({0, 0, 0}) * go.at({3, 0, 0}) < 0);
+  check_sign_term(grads[2], 0, 0, 3, 50.0);
+  check_each_alone(in, grads);
+}
+
+// Steps that read kProductsFrom or more slots pass the sign factors' gradients by products of the other
+// factors (no division), in every lane. Step 3 of these depth-5 plans reads 8 slots, all with nonzero
+// coefficients, and its P is 0.1 * 0.0007 * (factors near 1) ~ 7e-5 (unsaturated), with o0, o1's signs in
+// all four combinations; beside them a lane with a factor of exactly 0 and a saturated one.
+TEST_CASE("reference executor: unsaturated log signs in rows of 8 or more factors", "[dag]") {
+  const int d = 5;
+  const int n = 10;
+  static_assert(5 + 3 >= dag::detail::kProductsFrom);
+  const double s0[] = {-1, 1, -1, 1, 1, 1};  // o0's and o1's signs per DAG
+  const double s1[] = {-1, -1, 1, 1, 1, 1};
+  const std::int64_t count = 6;
+  std::vector<double> vm;
+  std::vector<double> vs;
+  std::vector<double> o;
+  std::vector<double> g;
   for (std::int64_t i = 0; i < count; ++i) {
-    INFO("DAG " << i);
-    std::vector<Var<double>> c;
-    for (const auto& t : in) c.emplace_back(t.narrow(0, i, 1).clone(), true);
-    dag::execute(c[0], c[1], c[2], c[3], Semantics::reference).backward(Tensor<double>::ones({1}));
-    for (std::size_t k = 0; k < 4; ++k) {
-      INFO("input " << k);
-      CHECK(c[k].grad().to_vector() == grads[k].narrow(0, i, 1).to_vector());
+    vm.insert(vm.end(), {1.3, 0.7, 1.1, 0.9, 1.2, 0, 0, 0, 0, 0});
+    if (i == 5) {  // saturated: w0 = 2.44, w1 = 2.6
+      vs.insert(vs.end(), {0.8, 0.8, 0.8, -0.7, 0.6, 0, 0, 0, 0, 0});
+    } else {
+      vs.insert(vs.end(), {-0.5, -0.5, 0.8, -0.7, 0.6, 0, 0, 0, 0, 0});
     }
+    const double o0 = i == 4 ? 1.0 : 0.9;  // DAG 4: w0 = 2 * -0.5 * 1 + 1 = 0, P = 0
+    o.insert(o.end(), {0.4, -0.2, 0.3, 0.1, -0.3, 0, 0, 0, 0, 0});
+    o.insert(o.end(), {0.2, 0.1, -0.4, 0.3, 0.2, 0.5, 0, 0, 0, 0});
+    o.insert(o.end(), {-0.3, 0.2, 0.1, 0.2, -0.1, 0.3, 0.4, 0, 0, 0});
+    o.insert(o.end(), {s0[i] * o0, s1[i] * 0.9993, 0.01, -0.01, 0.01, 0.01, -0.01, 0.01, 0, 0});
+    o.insert(o.end(), {0.5, 0.3, -0.2, 0.1, 0.2, 0.1, -0.1, 0.3, 0.2, 0});
+    g.insert(g.end(), {0.3, 0.6, 0.4, 0.5, 0.7});
   }
+  const auto in = plan_tensors(vm, vs, o, g, count, d, n);
+  const auto grads = checked_reference_grads(in);
+  // the sign factors' gradient is there and large: d y / d o1 of step 3 differs with o1's sign
+  check_sign_term(grads[2], 3, 1, 2, 1.0);
+  check_each_alone(in, grads);
 }
 
 // backward reads the workspace that forward saved: a retained graph must find it intact the second time.
@@ -491,9 +541,7 @@ TEST_CASE("executor blocks: each DAG of a batch as if alone, odd batch sizes", "
           if (i % 4 == 1) vm[static_cast<std::size_t>(i * n)] = 0;  // a zero magnitude
           if (i % 5 == 2) vs[static_cast<std::size_t>(i * n + 1)] = 1;
         }
-        const std::vector<Tensor<double>> in{
-            Tensor<double>::from(vm, {count, n}), Tensor<double>::from(vs, {count, n}),
-            Tensor<double>::from(o, {count, d, n}), Tensor<double>::from(g, {count, d})};
+        const auto in = plan_tensors(vm, vs, o, g, count, d, n);
         const Tensor<double> w = Tensor<double>::rand({count}, gen, 0.5, 1.5);
         std::vector<Var<double>> a;
         for (const auto& t : in) a.emplace_back(t, true);
