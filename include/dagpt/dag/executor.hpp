@@ -45,8 +45,9 @@
 // large); each block prefetches the next block's inputs in slices as its steps go. The backward pass
 // gathers each node's gradient as sums over its uses and converts them once. In reference mode the sign
 // factors w_j of a step pass dP * P / w_j (one division each, as PyTorch's prod backward; the product of
-// the other factors where P is 0 or subnormal), and none in lanes where tanh(P/1e-4) is saturated (exactly
-// +-1, dP = 0); a step saturated in every lane skips those terms.
+// the other factors where P is 0 or subnormal, and in steps that read kProductsFrom slots or more), and
+// none in lanes where tanh(P/1e-4) is saturated (exactly +-1, dP = 0); a step saturated in every lane skips
+// those terms.
 #pragma once
 
 #include <algorithm>
