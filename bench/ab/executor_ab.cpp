@@ -13,9 +13,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
+
+#include "../dag_inputs.hpp"
 
 extern "C" void dagpt_ab_setup_a(int, int, std::int64_t, const double*, const double*, const double*,
                                  const double*);
@@ -80,21 +81,14 @@ int main(int argc, char** argv) {
     if (d < 1 || d > 32) usage("a depth must be 1..32");
   }
 
-  // The benchmarks' random plans (bench/dag_inputs.hpp's distribution), the same for both sides.
+  // The benchmarks' random plans (bench/dag_inputs.hpp), the same for both sides.
   for (std::size_t slot = 0; slot < depths.size(); ++slot) {
     const int d = depths[slot];
-    const std::int64_t n = 2 * static_cast<std::int64_t>(d);
-    std::vector<double> vm(count * n), vs(count * n), o(count * d * n), g(count * d);
-    std::mt19937_64 rng(1);
-    std::uniform_real_distribution<double> u01(0.0, 1.0);
-    const auto uni = [&](double lo, double hi) { return lo + (hi - lo) * u01(rng); };
-    const auto sgn = [&] { return (rng() >> 63U) != 0 ? -1.0 : 1.0; };
-    for (double& x : vm) x = uni(0.5, 3.0);
-    for (double& x : vs) x = sgn() * uni(0.5, 1.0);
-    for (double& x : o) x = sgn() * uni(0.05, 0.9);
-    for (double& x : g) x = u01(rng);
-    dagpt_ab_setup_a(static_cast<int>(slot), d, count, vm.data(), vs.data(), o.data(), g.data());
-    dagpt_ab_setup_b(static_cast<int>(slot), d, count, vm.data(), vs.data(), o.data(), g.data());
+    const dagbench::Plan p = dagbench::random_plans(count, d);
+    dagpt_ab_setup_a(static_cast<int>(slot), d, count, p.V_mag.data(), p.V_sign.data(), p.O.data(),
+                     p.G.data());
+    dagpt_ab_setup_b(static_cast<int>(slot), d, count, p.V_mag.data(), p.V_sign.data(), p.O.data(),
+                     p.G.data());
   }
 
   std::printf("DAG executor A/B: %s, %s, %lld DAGs, %d pairs per depth (B/A < 1: B faster)\n\n",

@@ -48,7 +48,7 @@ pid=$!
 "$cxx" "${flags[@]}" -I"$inc_b" -Ddagpt=dagpt_ab_b -DDAGPT_AB_SIDE=b -c "$root/bench/ab/executor_variant.cpp" \
   -o "$out/b.o"
 wait "$pid"
-"$cxx" -std=gnu++17 -O2 -fopenmp "$root/bench/ab/executor_ab.cpp" "$out/a.o" "$out/b.o" -lfmt \
+"$cxx" "${flags[@]}" -I"$root/include" "$root/bench/ab/executor_ab.cpp" "$out/a.o" "$out/b.o" -lfmt \
   -o "$out/executor_ab"
 echo "executor_ab.sh: running, $OMP_NUM_THREADS threads" >&2
 "$out/executor_ab" "$@"
