@@ -1164,7 +1164,8 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
       const vd P = vload(sp + 4 * kLanes);
       const vd aP = vabs(P);
       const vd dPP = dP * P;
-      const vi by_division = na < kProductsFrom ? le(splat(DBL_MIN), aP) & le(aP, splat(0x1p900)) : vi{};
+      const bool short_row = na < kProductsFrom;  // may divide
+      const vi by_division = short_row ? le(splat(DBL_MIN), aP) & le(aP, splat(0x1p900)) : vi{};
       if (all(by_division | ~live)) {
         row(std::true_type{}, [&](int, vd w) { return as_d(as_i(dPP / w) & live); });
       } else {
@@ -1173,8 +1174,9 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
         vd prefix = dP;  // dP times the factors before j
         row(std::true_type{}, [&](int j, vd w) {
           // each lane's choice depends on its own P only: a DAG's gradients do not depend on its neighbours
+          // (in long rows by_division is false everywhere: no division at all)
           const vd dw =
-              na < kProductsFrom ? sel(by_division, dPP / w, prefix * suffix[j + 1]) : prefix * suffix[j + 1];
+              short_row ? sel(by_division, dPP / w, prefix * suffix[j + 1]) : prefix * suffix[j + 1];
           prefix *= w;
           return as_d(as_i(dw) & live);
         });
