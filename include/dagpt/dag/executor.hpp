@@ -310,7 +310,9 @@ DAGPT_DAG_INLINE vd vtanh(vd x) {
 
 // tanh(v / 1e-4), the reference's sign. vtanh_scaled is +-1 without computing where every lane has
 // |v| >= 0.0021 (so |v / 1e-4| > 20): for a value that is saturated in most steps (a linear step's R).
-DAGPT_DAG_INLINE vd vtanh_scaled_all(vd v) { return vtanh(v / 1e-4); }
+// v / 1e-4 is taken as v * 1e4 (within an ulp of it; here and in the backward pass's derivatives): the
+// divisions kept the divider busy (depth 4, fwd+bwd: 2.7% faster without them).
+DAGPT_DAG_INLINE vd vtanh_scaled_all(vd v) { return vtanh(v * 1e4); }
 DAGPT_DAG_INLINE vd vtanh_scaled(vd v) {
   if (all(le(splat(0.0021), vabs(v)))) return as_d((as_i(v) & splati(INT64_MIN)) | as_i(splat(1)));
   return vtanh_scaled_all(v);
@@ -1121,8 +1123,8 @@ void reference_backward(int d, int n_init, const Rows<const T>& in, const double
     const vd g1 = 1.0 - g;
     vd dg = dSn * (slin - slog) + dMn * (vabs(R) - emag);
     vd dR = dMn * (g * vsign(R) + g1 * as_d(as_i(emag) & le(R, splat(100))));
-    dR += dSn * g * (1.0 - slin * slin) / 1e-4;
-    const vd dP = dSn * g1 * (1.0 - slog * slog) / 1e-4;
+    dR += dSn * g * (1.0 - slin * slin) * 1e4;
+    const vd dP = dSn * g1 * (1.0 - slog * slog) * 1e4;
     const vd* orow = whole ? orows + base : orows;
     if (!whole) load_row(in.o, base, na, n, orows);
     const vd dRg = dR * g;
