@@ -4,6 +4,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <dagpt/dagpt.hpp>
 #include <map>
 #include <random>
@@ -216,7 +217,8 @@ TEST_CASE("the fused executor equals its composed twin: values and every gradien
   for (Semantics sem : {Semantics::exact, Semantics::reference}) {
     // depth 12: d * n = 288 > kWholeRows, O's rows and their gradients move step by step
     static_assert(12 * 24 > dag::detail::kWholeRows);
-    for (int d : {1, 3, 6, 12}) {
+    // depths 4 and 8: the shapes compiled as constants (detail::with_shape)
+    for (int d : {1, 3, 4, 6, 8, 12}) {
       INFO("depth " << d << " reference " << (sem == Semantics::reference));
       const auto in = random_plan(gen, {4, 5}, d, sem == Semantics::reference);
       std::vector<Var<double>> a;
@@ -309,6 +311,80 @@ void check_each_alone(const std::vector<Tensor<double>>& in, const std::vector<T
   }
 }
 }  // namespace
+
+// The executor compiles its passes for the reference layout at depths 4 and 8 with the shape as constants
+// (detail::with_shape); every other shape runs the general code. Both must give the same numbers, bit for
+// bit, on one block of DAGs: values, the workspace, every gradient.
+TEST_CASE("executor: the shapes compiled as constants equal the general code bit for bit", "[dag]") {
+  namespace dd = dag::detail;
+  Generator gen(19, 0);
+  const auto same = [](const std::vector<double>& a, const std::vector<double>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+  };
+  for (Semantics sem : {Semantics::exact, Semantics::reference}) {
+    const auto check = [&](auto D) {
+      constexpr int d = decltype(D)::value;
+      const int n = 2 * d;
+      INFO("depth " << d << " reference " << (sem == Semantics::reference));
+      auto in = random_plan(gen, {dd::kLanes}, d, sem == Semantics::reference);
+      if (sem == Semantics::exact) {  // integral steps too (gate 0 or 1): the double-double path
+        std::vector<double> o = in[2].to_vector();
+        std::vector<double> g = in[3].to_vector();
+        for (int i = 0; i < dd::kLanes; ++i) {
+          for (int st = (i % 2); st < d; st += 2) {
+            for (int j = 0; j < n; ++j) o[static_cast<std::size_t>((i * d + st) * n + j)] *= 4;
+            for (int j = 0; j < n; ++j) {
+              double& c = o[static_cast<std::size_t>((i * d + st) * n + j)];
+              c = std::round(c);
+            }
+            g[static_cast<std::size_t>(i * d + st)] = (i + st) % 4 == 0 ? 1 : 0;
+          }
+        }
+        in[2] = Tensor<double>::from(o, in[2].shape());
+        in[3] = Tensor<double>::from(g, in[3].shape());
+      }
+      const dag::DagPlan<double> p{in[0], in[1], in[2], in[3]};
+      const auto rows =
+          dd::rows_at<const double>(p.V_mag.data(), p.V_sign.data(), p.O.data(), p.G.data(), 0, d, n);
+      dd::Ahead ahead = dd::inputs_ahead(p, d, n);
+      ahead.set_block(-1);  // no prefetch
+      const std::vector<double> gout = Tensor<double>::rand({dd::kLanes}, gen, 0.5, 1.5).to_vector();
+      // forward then backward with D, NI = (0, 0) (general) or (d, d): values, workspace, gradients
+      const auto run = [&](auto fixed) {
+        constexpr int kD = decltype(fixed)::value;
+        std::vector<double> ws(static_cast<std::size_t>(dd::workspace_per_dag(sem, d, n) * dd::kLanes));
+        const dd::vd v = sem == Semantics::exact
+                             ? dd::exact_forward<double, kD, kD>(d, d, rows, ws.data(), false, ahead)
+                             : dd::reference_forward<double, kD, kD>(d, d, rows, ws.data(), false, ahead);
+        std::vector<double> out(ws);
+        for (int l = 0; l < dd::kLanes; ++l) out.push_back(dd::lane(v, l));
+        std::vector<std::vector<double>> g;
+        for (const auto& t : in) g.emplace_back(static_cast<std::size_t>(t.numel()), -1.0);
+        const auto grows = dd::rows_at(g[0].data(), g[1].data(), g[2].data(), g[3].data(), 0, d, n);
+        const dd::vd go = dd::vload(gout.data());
+        if (sem == Semantics::exact) {
+          dd::exact_backward<double, kD, kD>(d, d, rows, ws.data(), go, grows, ahead, false);
+        } else {
+          dd::reference_backward<double, kD, kD>(d, d, rows, ws.data(), go, grows, ahead, false);
+        }
+        for (const auto& x : g) out.insert(out.end(), x.begin(), x.end());
+        return out;
+      };
+      const std::vector<double> general = run(std::integral_constant<int, 0>{});
+      const std::vector<double> fixed = run(std::integral_constant<int, d>{});
+      CHECK(same(general, fixed));
+      // and the dispatch picks the compiled shape
+      int picked = -1;
+      dd::with_shape(d, d, [&](auto kD, auto) { picked = decltype(kD)::value; });
+      CHECK(picked == d);
+    };
+    check(std::integral_constant<int, 4>{});
+    check(std::integral_constant<int, 8>{});
+  }
+  int picked = -1;
+  dd::with_shape(4, 5, [&](auto kD, auto kNI) { picked = decltype(kD)::value + decltype(kNI)::value; });
+  CHECK(picked == 0);  // HEAD's layout at depth 4: the general code
+}
 
 // The executor's own vector log, exp and tanh(v / 1e-4) (its header promises log and exp within 1 ulp,
 // tanh within a few): lane by lane against the C library, over the whole range of each, and the lanes
