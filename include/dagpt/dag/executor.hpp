@@ -1057,6 +1057,9 @@ vd reference_forward(int d_in, int n_init_in, const Rows<const T>& in, double* w
     vd P = splat(1);
     const vd* orow = whole ? orows + base : orows;
     if (!whole) load_row(in.o, base, na, n, orows);
+    // Loops over a step's slots stay loops (also where na is a constant): their copies would be more code
+    // than the core's cache of decoded instructions holds (unrolled by the compiler: 5% slower at depth 4).
+#pragma GCC unroll 1
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
       R += o * (L[j] + g * XmL[j]);
@@ -1161,6 +1164,7 @@ void reference_backward(int d_in, int n_init_in, const Rows<const T>& in, const 
     // t_j = dw_j * dw_j/do_j, where dw_of(j, w_j) gives dw_j = dP * dP/dw_j (called in the order of j).
     const auto row = [&](auto sign, auto dw_of) {
       const vi sign_bit = splati(INT64_MIN);
+#pragma GCC unroll 1
       for (int j = 0; j < na; ++j) {
         const vd o = orow[j];
         // dR * mixed (+ t), mixed as the forward pass made it (it may cancel: no reassociation)
