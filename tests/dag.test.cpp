@@ -250,9 +250,6 @@ TEST_CASE("the fused executor equals its composed twin: values and every gradien
 // so its gradient is 0 there and the tests above never see it. Here step 0's P = (2 S0 |o0| + 1)(2 S1 |o1|
 // + 1) = 0.1 * 0.0007 = 7e-5 (tanh(0.7)), with o's signs in all four combinations (d w / d o = 2 S sign o).
 namespace {
-// Runs the fused reference executor and its composed twin on `in` with a ones output gradient, checks the
-// values (1e-12) and the four input gradients (1e-10 of the largest) against the composed ones and the
-// fused executor against finite differences; returns the fused executor's input gradients.
 // A batch of `count` plans of depth d and n slots from their rows back to back: V_mag, V_sign, O, G.
 std::vector<Tensor<double>> plan_tensors(const std::vector<double>& vm, const std::vector<double>& vs,
                                          const std::vector<double>& o, const std::vector<double>& g,
@@ -260,6 +257,9 @@ std::vector<Tensor<double>> plan_tensors(const std::vector<double>& vm, const st
   return {Tensor<double>::from(vm, {count, n}), Tensor<double>::from(vs, {count, n}),
           Tensor<double>::from(o, {count, d, n}), Tensor<double>::from(g, {count, d})};
 }
+// Runs the fused reference executor and its composed twin on `in` with a ones output gradient, checks the
+// values (1e-12) and the four input gradients (1e-10 of the largest) against the composed ones and the
+// fused executor against finite differences; returns the fused executor's input gradients.
 std::vector<Tensor<double>> checked_reference_grads(const std::vector<Tensor<double>>& in) {
   std::vector<Var<double>> a;
   std::vector<Var<double>> b;
@@ -332,10 +332,9 @@ TEST_CASE("executor: the shapes compiled as constants equal the general code bit
         std::vector<double> g = in[3].to_vector();
         for (int i = 0; i < dd::kLanes; ++i) {
           for (int st = (i % 2); st < d; st += 2) {
-            for (int j = 0; j < n; ++j) o[static_cast<std::size_t>((i * d + st) * n + j)] *= 4;
             for (int j = 0; j < n; ++j) {
               double& c = o[static_cast<std::size_t>((i * d + st) * n + j)];
-              c = std::round(c);
+              c = std::round(4 * c);
             }
             g[static_cast<std::size_t>(i * d + st)] = (i + st) % 4 == 0 ? 1 : 0;
           }

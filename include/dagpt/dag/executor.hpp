@@ -1057,9 +1057,9 @@ vd reference_forward(int d_in, int n_init_in, const Rows<const T>& in, double* w
     vd P = splat(1);
     const vd* orow = whole ? orows + base : orows;
     if (!whole) load_row(in.o, base, na, n, orows);
+#pragma GCC unroll 1
     // Loops over a step's slots stay loops (also where na is a constant): their copies would be more code
     // than the core's cache of decoded instructions holds (unrolled by the compiler: 5% slower at depth 4).
-#pragma GCC unroll 1
     for (int j = 0; j < na; ++j) {
       const vd o = orow[j];
       R += o * (L[j] + g * XmL[j]);
